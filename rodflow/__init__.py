@@ -1,0 +1,23 @@
+"""rodflow: gradient descent at the edge of stability, and the flows that model it."""
+
+import importlib.metadata
+
+from . import flows as flows
+from . import problems as problems
+from ._compare import Comparison as Comparison
+from ._compare import compare as compare
+from ._compare import register_flow as register_flow
+from ._derivatives import hvp as hvp
+from ._derivatives import rod_curvature_grad as rod_curvature_grad
+from ._maps import AbstractMap as AbstractMap
+from ._maps import GradientDescent as GradientDescent
+from ._problem import Problem as Problem
+from ._spectrum import top_eigenpairs as top_eigenpairs
+from .flows import AbstractFlow as AbstractFlow
+from .flows import RodFlow as RodFlow
+from .flows import StableFlow as StableFlow
+
+try:
+    __version__ = importlib.metadata.version("rodflow")
+except importlib.metadata.PackageNotFoundError:  # pragma: no cover
+    __version__ = "0.0.0"

@@ -1,0 +1,363 @@
+"""`compare`: one problem, one step size, the discrete optimiser and its flows on the same run."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import _io
+from ._maps import AbstractMap, GradientDescent
+from ._metrics import (
+    discrete_metrics,
+    eos_onset,
+    first_nonfinite,
+    flow_metrics,
+    relative_distance,
+)
+from ._problem import Problem, as_problem
+from ._run import EigConfig, discrete_chunk, discrete_init, flow_chunk, flow_init
+from ._spectrum import initial_vectors, resolve_method
+from .flows import AbstractFlow, FlowArgs, RodFlow, StableFlow
+
+FLOWS: dict[str, type[AbstractFlow]] = {"stable": StableFlow, "rod": RodFlow}
+DEFAULT_FLOWS = ("discrete", "stable", "rod")
+
+
+def register_flow(name: str, cls: type[AbstractFlow]) -> None:
+    """Make a flow class available by name to `compare`, `sweep` and the CLI."""
+    FLOWS[name] = cls
+
+
+def resolve_flows(flows: Sequence[str | AbstractFlow]) -> dict[str, AbstractFlow]:
+    """Names or flow instances -> `{name: flow}` (the discrete run is implicit)."""
+    if isinstance(flows, str):
+        flows = [f for f in flows.split(",") if f]
+    out: dict[str, AbstractFlow] = {}
+    for f in flows:
+        if isinstance(f, AbstractFlow):
+            out[f.name if f.name not in out else f"{f.name}{len(out)}"] = f
+        elif f == "discrete":
+            continue
+        elif f in FLOWS:
+            out[f] = FLOWS[f]()
+        else:
+            raise ValueError(
+                f"unknown flow {f!r} in `flows`; choose from: discrete, {', '.join(FLOWS)} "
+                "(or pass an AbstractFlow instance)."
+            )
+    return out
+
+
+def check_positive(name: str, value, kind=float) -> None:
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    if not ok or not (value > 0) or (kind is int and int(value) != value):
+        want = "a positive integer" if kind is int else "a positive number"
+        raise ValueError(f"`{name}` must be {want}, got {value!r}.")
+
+
+@dataclasses.dataclass
+class Comparison:
+    """The result of [`rodflow.compare`][].
+
+    - `metrics`: the dict written to `metrics.json` (see README for the keys).
+    - `series`: per run (`"discrete"`, `"stable"`, `"rod"`, ...) a dict of numpy arrays over
+      steps `k = 0..N`: `step`, `loss` (GD's loss, or the flow's predicted GD loss),
+      `rel_dist` (flows), `sharpness_step` and `sharpness`, and extras such as the rod's `rho`.
+    - `final`: per run, the parameters (as a pytree like `params0`) at step `N`: GD's iterate
+      `x_N`, the flows' centres.
+    - `snapshots`: per run, `(steps, flat parameter vectors)` every `save_every` steps.
+    """
+
+    problem: str
+    lr: float
+    steps: int
+    metrics: dict[str, Any]
+    series: dict[str, dict[str, np.ndarray]]
+    final: dict[str, Any]
+    snapshots: dict[str, tuple[np.ndarray, np.ndarray]]
+
+    def table(self) -> str:
+        return format_table(self.metrics)
+
+    def save(self, out: str | Path, *, figure: bool = True) -> Path:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        _io.write_json(out / "metrics.json", self.metrics)
+        _io.write_series(out / "series.npz", self.series)
+        if figure:
+            from .plot import plot_comparison
+
+            plot_comparison(self, out / "compare.png")
+        return out
+
+
+def format_table(metrics: dict) -> str:
+    cols = [("rel_dist_mean_eos", "d mean EoS"), ("rel_dist_max_eos", "d max EoS"),
+            ("rel_dist_mean", "d mean"), ("loss_rel_err_mean_eos", "loss err EoS"),
+            ("sharpness_mean_eos", "sharp EoS"), ("final_loss", "final loss"),
+            ("wall_s", "wall s"), ("grad_evals", "grad evals")]
+    head = f"{'run':<10}" + "".join(f"{h:>14}" for _, h in cols)
+    lines = [head, "-" * len(head)]
+    for name, m in metrics["flows"].items():
+        row = f"{name:<10}"
+        for key, _ in cols:
+            v = m.get(key)
+            row += f"{'-':>14}" if v is None else (f"{v:>14d}" if isinstance(v, int) else f"{v:>14.4g}")
+        lines.append(row)
+    onset = metrics.get("eos_onset_step")
+    lines.append(f"EoS onset (GD sharpness > {metrics['threshold']:.4g}): "
+                 f"{'never' if onset is None else f'step {onset}'}")
+    for name, m in metrics["flows"].items():
+        if m.get("diverged_at") is not None:
+            lines.append(f"WARNING: {name} became non-finite at step {m['diverged_at']}")
+    return "\n".join(lines)
+
+
+def _plan(steps: int, every: int, chunk: int) -> tuple[int, int]:
+    """(number of chunks, blocks per chunk) covering steps 0..N with little padding."""
+    n_blocks = math.ceil((steps + 1) / every)
+    max_blocks = max(1, chunk // every)
+    n_chunks = math.ceil(n_blocks / max_blocks)
+    return n_chunks, math.ceil(n_blocks / n_chunks)
+
+
+class _Timed:
+    """Calls a filter-jitted function; the first call is compiled ahead of time and timed apart."""
+
+    def __init__(self, fn):
+        self.fn, self.compiled, self.compile_s, self.run_s = fn, None, 0.0, 0.0
+
+    def __call__(self, *args, **kwargs):
+        if self.compiled is None:
+            t = time.perf_counter()
+            self.compiled = self.fn.lower(*args, **kwargs).compile()
+            self.compile_s = time.perf_counter() - t
+        t = time.perf_counter()
+        out = jax.block_until_ready(self.compiled(*args, **kwargs))
+        self.run_s += time.perf_counter() - t
+        return out
+
+
+def compare(
+    loss: Any,
+    params: Any = None,
+    *,
+    lr: float,
+    steps: int,
+    flows: Sequence[str | AbstractFlow] = DEFAULT_FLOWS,
+    optimizer: AbstractMap | None = None,
+    sharpness_every: int = 10,
+    top_k: int = 1,
+    eig_method: str = "auto",
+    eig_iters: int = 40,
+    chunk: int = 500,
+    save_every: int | None = None,
+    out: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = False,
+    figure: bool = True,
+) -> Comparison:
+    """Run the discrete optimiser and the chosen flows from the same start and compare them.
+
+    **Arguments:**
+
+    - `loss`: `loss(params) -> scalar`, or a [`rodflow.Problem`][] (then `params` is optional).
+    - `params`: initial parameters (any pytree, e.g. an Equinox model).
+    - `lr`: step size `eta > 0`.
+    - `steps`: number of optimiser steps `N`; every flow is integrated over `t in [0, N]`.
+    - `flows`: names (`"discrete"`, `"stable"`, `"rod"`, ...) or flow instances
+      (e.g. `rodflow.RodFlow(solver=diffrax.Tsit5(), rtol=1e-6)`).
+    - `optimizer`: the one-step map; default gradient descent (`optax.sgd(lr)`).
+    - `sharpness_every`: measure sharpness every this many steps (EoS onset resolution).
+    - `top_k`, `eig_method`, `eig_iters`: eigensolver settings (see `rodflow.top_eigenpairs`).
+    - `chunk`: steps per compiled chunk; after each chunk results go to the host (and to
+      `out/checkpoint.npz` when `out` is given).
+    - `save_every`: keep flat parameter snapshots every this many steps (a multiple of
+      `sharpness_every`); `None` keeps none.
+    - `out`: directory for `metrics.json`, `series.npz`, `compare.png` and the checkpoint.
+    - `resume`: continue from `out/checkpoint.npz` if it exists (same arguments required).
+    - `progress`: show a progress bar.
+
+    **Returns:** a [`rodflow.Comparison`][].
+    """
+    problem = as_problem(loss, params)
+    check_positive("lr", lr)
+    check_positive("steps", steps, int)
+    check_positive("sharpness_every", sharpness_every, int)
+    check_positive("chunk", chunk, int)
+    check_positive("top_k", top_k, int)
+    if save_every is not None:
+        check_positive("save_every", save_every, int)
+        if save_every % sharpness_every:
+            raise ValueError(f"`save_every` ({save_every}) must be a multiple of "
+                             f"`sharpness_every` ({sharpness_every}).")
+    resolve_method(eig_method, problem.dim, top_k)
+    flow_objs = resolve_flows(flows)
+    opt_map = optimizer if optimizer is not None else GradientDescent()
+    steps, every = int(steps), int(sharpness_every)
+    eig = EigConfig(k=int(top_k), method=eig_method, max_iters=int(eig_iters))
+    snapshots = save_every is not None
+    n_chunks, bpc = _plan(steps, every, int(chunk))
+    L = bpc * every
+
+    x0 = problem.x0
+    lr_arr = jnp.asarray(lr, x0.dtype)
+    U0 = initial_vectors(problem.dim, eig.k, x0.dtype)
+    fargs = FlowArgs(problem, lr_arr, opt_map)
+    carries = {"discrete": discrete_init(problem, opt_map, lr_arr, x0, U0)}
+    for name, flow in flow_objs.items():
+        carries[name] = flow_init(flow, fargs, x0, U0)
+    records = {name: [] for name in carries}
+    blocks = {name: [] for name in carries}
+
+    out_dir = Path(out) if out is not None else None
+    start_chunk = 0
+    fingerprint = _io.fingerprint(problem=problem.name, dim=problem.dim, lr=float(lr),
+                                  steps=steps, every=every, chunk=L, flows=list(flow_objs),
+                                  dtype=str(x0.dtype), save_every=save_every)
+    if resume and out_dir is not None and (out_dir / "checkpoint.npz").exists():
+        start_chunk, carries, records, blocks = _io.load_checkpoint(
+            out_dir / "checkpoint.npz", fingerprint, carries)
+
+    d_fn = _Timed(discrete_chunk)
+    f_fns = {name: _Timed(flow_chunk) for name in flow_objs}
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=steps + 1, unit="step", desc=f"{problem.name} lr={lr:g}")
+        bar.update(min(start_chunk * L, steps + 1))
+
+    for ci in range(start_chunk, n_chunks):
+        k0 = jnp.asarray(ci * L, jnp.int32)
+        n_last = jnp.asarray(steps, jnp.int32)
+        carries["discrete"], recs, per_block, centres = d_fn(
+            problem, opt_map, lr_arr, carries["discrete"], k0, n_last,
+            n_blocks=bpc, every=every, eig=eig, snapshots=snapshots)
+        records["discrete"].append(jax.device_get(recs))
+        blocks["discrete"].append(jax.device_get(per_block))
+        for name, flow in flow_objs.items():
+            carries[name], recs, per_block = f_fns[name](
+                flow, fargs, carries[name], k0, n_last, centres,
+                n_blocks=bpc, every=every, eig=eig, snapshots=snapshots)
+            records[name].append(jax.device_get(recs))
+            blocks[name].append(jax.device_get(per_block))
+        del centres
+        if out_dir is not None:
+            _io.save_checkpoint(out_dir / "checkpoint.npz", fingerprint, ci + 1, carries,
+                                records, blocks)
+        if bar is not None:
+            bar.update(min((ci + 1) * L, steps + 1) - min(ci * L, steps + 1))
+        if _all_diverged(records):
+            break
+    if bar is not None:
+        bar.close()
+
+    timings = {"discrete": d_fn, **f_fns}
+    result = _assemble(problem, opt_map, float(lr), steps, every, L, flow_objs, carries, records,
+                       blocks, timings, save_every, x0.dtype)
+    if out_dir is not None:
+        result.save(out_dir, figure=figure)
+    return result
+
+
+def _all_diverged(records) -> bool:
+    for recs in records.values():
+        last = recs[-1]
+        if all(np.isfinite(np.asarray(v)[-1]).all() for v in last.values()):
+            return False
+    return True
+
+
+def _concat(chunks: list[dict]) -> dict[str, np.ndarray]:
+    if not chunks:
+        return {}
+    return {k: np.concatenate([np.asarray(c[k]) for c in chunks]) for k in chunks[0]}
+
+
+def _assemble(problem: Problem, opt_map, lr, steps, every, L, flow_objs, carries, records,
+              blocks, timings, save_every, dtype) -> Comparison:
+    n_rec = steps + 1
+    threshold = float(opt_map.threshold(lr))
+    series: dict[str, dict[str, np.ndarray]] = {}
+    snapshots: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def block_series(name):
+        b = _concat(blocks[name])
+        sharp = np.asarray(b["sharpness"])
+        sharp = sharp[:, 0] if sharp.ndim == 2 else sharp
+        s_steps = np.arange(len(sharp)) * every
+        keep = s_steps <= steps
+        if save_every is not None:
+            snap = np.asarray(b["snapshot"])
+            sel = keep & (s_steps % save_every == 0)
+            snapshots[name] = (s_steps[sel], snap[sel])
+        out = {"sharpness_step": s_steps[keep], "sharpness": sharp[keep]}
+        if np.asarray(b["sharpness"]).ndim == 2:
+            out["sharpness_topk"] = np.asarray(b["sharpness"])[keep]
+        return out
+
+    d = {k: v[:n_rec] for k, v in _concat(records["discrete"]).items()}
+    d["step"] = np.arange(len(d["loss"]))
+    d.update(block_series("discrete"))
+    d["eos_onset_step"] = eos_onset(d["sharpness_step"], d["sharpness"], threshold)
+    d_div = first_nonfinite(d["loss"], d["loss_next"])
+    series["discrete"] = {k: v for k, v in d.items() if k != "eos_onset_step"}
+
+    flows_m: dict[str, dict] = {}
+    dm = discrete_metrics(d, threshold)
+    dm.update(wall_s=timings["discrete"].run_s, compile_s=timings["discrete"].compile_s,
+              grad_evals=len(d["loss"]), diverged_at=d_div)
+    flows_m["discrete"] = dm
+    for name, flow in flow_objs.items():
+        f = {k: v[:n_rec] for k, v in _concat(records[name]).items()}
+        f["step"] = np.arange(len(f["loss"]))
+        f["rel_dist"] = relative_distance(f["dist"], d["disp"][: len(f["dist"])])
+        f.update(block_series(name))
+        m = flow_metrics(f, d)
+        n_rhs = int(carries[name]["num_steps"]) * flow.evals_per_step()
+        cost = flow.cost_per_rhs()
+        m.update(wall_s=timings[name].run_s, compile_s=timings[name].compile_s,
+                 grad_evals=n_rhs * cost["grads"] + 2 * n_rhs * cost["hvps"],
+                 rhs_evals=n_rhs, diverged_at=first_nonfinite(f["loss"], f["dist"]))
+        flows_m[name] = m
+        series[name] = f
+
+    final = {"discrete": problem.unravel(carries["discrete"]["x_final"])}
+    for name, flow in flow_objs.items():
+        final[name] = problem.unravel(flow.centre(carries[name]["y_final"]))
+    metrics = {
+        "problem": problem.name,
+        "lr": lr,
+        "steps": steps,
+        "dtype": str(np.dtype(dtype)),
+        "optimizer": opt_map.name,
+        "threshold": threshold,
+        "eos_onset_step": d["eos_onset_step"],
+        "sharpness_every": every,
+        "devices": [str(dev) for dev in jax.devices()][:1] + (
+            [f"... {len(jax.devices())} devices"] if len(jax.devices()) > 1 else []),
+        "flows": flows_m,
+    }
+    return Comparison(problem.name, lr, steps, metrics, series, final, snapshots)
+
+
+def flow_from_options(name: str, **opts) -> AbstractFlow:
+    """A flow by name with options (used by the CLI): `solver`, `dt`, `rtol`, `variant`, ..."""
+    if name not in FLOWS:
+        resolve_flows([name])
+    cls = FLOWS[name]
+    fields = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in opts.items() if k in fields and v is not None})
+
+
+_ = eqx  # re-exported types live in flows/

@@ -1,0 +1,109 @@
+"""Top Hessian eigenpairs from Hessian-vector products.
+
+`top_eigenpairs` returns the `k` algebraically largest eigenvalues of the Hessian of a scalar
+function and their eigenvectors. Methods:
+
+- `"lobpcg"`: `jax.experimental.sparse.linalg.lobpcg_standard`, warm-started from the previous
+  eigenvectors (pass them back in as `U0`); a few iterations per call once warm. Needs `5k < n`.
+  If it returns a non-finite value, block power iteration is used instead (fallback).
+- `"power"`: block power (subspace) iteration with a Rayleigh-Ritz step. It converges to the
+  eigenvalues of largest *magnitude*: fine for the positive top of a loss Hessian, wrong if a
+  negative eigenvalue is larger in magnitude.
+- `"dense"`: the full Hessian and `jnp.linalg.eigh`; exact, for small problems (toys).
+- `"auto"`: dense when `n <= 256` (or when `5k >= n`), LOBPCG otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+from jax.experimental.sparse.linalg import lobpcg_standard
+from jaxtyping import Array, Float
+
+from ._derivatives import hvp
+
+DENSE_MAX = 256
+METHODS = ("auto", "lobpcg", "power", "dense")
+
+
+def initial_vectors(n: int, k: int, dtype, seed: int = 0) -> Float[Array, "n k"]:
+    """A fixed random starting block for the eigensolvers."""
+    u = jr.normal(jr.PRNGKey(seed), (n, k), dtype=dtype)
+    return u / jnp.linalg.norm(u, axis=0, keepdims=True)
+
+
+def resolve_method(method: str, n: int, k: int) -> str:
+    if method not in METHODS:
+        raise ValueError(f"unknown eigensolver method {method!r}; choose one of {METHODS}.")
+    if k < 1:
+        raise ValueError(f"the number of eigenpairs `k` must be >= 1, got {k}.")
+    if method == "auto":
+        return "dense" if (n <= DENSE_MAX or 5 * k >= n) else "lobpcg"
+    if method == "lobpcg" and 5 * k >= n:
+        raise ValueError(f"LOBPCG needs 5k < n (got k={k}, n={n}); use method='dense'.")
+    return method
+
+
+def _sorted_desc(vals, vecs):
+    order = jnp.argsort(-vals)
+    return vals[order], vecs[:, order]
+
+
+def _power(matvec, U0, iters):
+    def body(_, U):
+        Q, _ = jnp.linalg.qr(matvec(U))
+        return Q
+
+    U = jax.lax.fori_loop(0, iters, body, jnp.linalg.qr(U0)[0])
+    T = U.T @ matvec(U)
+    w, S = jnp.linalg.eigh(0.5 * (T + T.T))
+    return _sorted_desc(w, U @ S)
+
+
+def top_eigenpairs(
+    f: Callable[[Float[Array, " n"]], Array],
+    x: Float[Array, " n"],
+    U0: Float[Array, "n k"],
+    *,
+    method: str = "auto",
+    max_iters: int = 40,
+    rtol: float = 1e-6,
+) -> tuple[Float[Array, " k"], Float[Array, "n k"]]:
+    """Top-`k` eigenpairs of `hess f(x)`, `k = U0.shape[1]`, warm-started from `U0`.
+
+    **Arguments:**
+
+    - `f`: scalar function of a flat vector.
+    - `x`: where to take the Hessian.
+    - `U0`: `(n, k)` starting vectors (the previous call's eigenvectors make a warm start).
+    - `method`: `"auto"`, `"lobpcg"`, `"power"` or `"dense"` (see module docstring).
+    - `max_iters`: iteration cap for LOBPCG and power iteration.
+    - `rtol`: relative residual tolerance for LOBPCG.
+
+    **Returns:** `(eigenvalues (k,) descending, eigenvectors (n, k))`.
+    """
+    n, k = U0.shape
+    method = resolve_method(method, n, k)
+    if method == "dense":
+        H = jax.hessian(f)(x)
+        w, V = jnp.linalg.eigh(0.5 * (H + H.T))
+        return w[::-1][:k], V[:, ::-1][:, :k]
+
+    matvec = jax.vmap(lambda u: hvp(f, x, u), in_axes=1, out_axes=1)
+    if method == "power":
+        return _power(matvec, U0, max_iters)
+    # lobpcg's convergence test is |Av - lambda v| < tol * 10 n (|lambda| + |Av|).
+    tol = rtol / (10.0 * n)
+    U0 = jnp.where(jnp.all(jnp.isfinite(U0)), U0, initial_vectors(n, k, U0.dtype))
+    theta, U, _ = lobpcg_standard(matvec, U0, m=max_iters, tol=tol)
+    theta, U = _sorted_desc(theta, U)
+    # Fall back to power iteration if LOBPCG broke down (but not when x itself is non-finite).
+    ok = jnp.all(jnp.isfinite(theta)) | ~jnp.all(jnp.isfinite(x))
+    return jax.lax.cond(
+        ok,
+        lambda: (theta, U),
+        lambda: _power(matvec, initial_vectors(n, k, U0.dtype), max_iters),
+    )

@@ -1,0 +1,98 @@
+from __future__ import annotations
+
+import abc
+import math
+from typing import Any
+
+import diffrax
+import equinox as eqx
+from jaxtyping import Array, Float, PyTree
+
+from .._maps import AbstractMap, GradientDescent
+from .._problem import Problem
+from .._spectrum import top_eigenpairs
+
+
+class FlowArgs(eqx.Module):
+    """What a vector field needs besides `(t, y)`: the problem, the map and the step size."""
+
+    problem: Problem
+    lr: Float[Array, ""]
+    map: AbstractMap = GradientDescent()
+
+    def delta(self, x):
+        return self.map.delta(self.problem, x, self.lr)
+
+
+class AbstractFlow(eqx.Module):
+    """A continuous-time model of the optimiser: a vector field `f(t, y, args)` for diffrax.
+
+    Time counts optimiser steps (flow time 1 = one step). A flow knows its equations and its
+    observables (centre, predicted loss, sharpness); it knows nothing of metrics, files or plots.
+
+    Numerical integration is configured on the flow: `solver` (any diffrax solver), `dt`
+    (the step, or the initial step for adaptive solvers), and `rtol`/`atol` (set `rtol` to use
+    an adaptive `diffrax.PIDController`; leave it `None` for fixed steps).
+    """
+
+    name: eqx.AbstractClassVar[str]
+    solver: eqx.AbstractVar[diffrax.AbstractSolver]
+    dt: eqx.AbstractVar[float]
+    rtol: eqx.AbstractVar[float | None]
+    atol: eqx.AbstractVar[float | None]
+
+    @abc.abstractmethod
+    def init(self, x0: Float[Array, " p"], args: FlowArgs) -> PyTree:
+        """The flow's state at `t = 0` for a discrete run started at `x0`."""
+
+    @abc.abstractmethod
+    def vector_field(self, t, y: PyTree, args: FlowArgs) -> PyTree:
+        """`dy/dt`."""
+
+    @abc.abstractmethod
+    def centre(self, y: PyTree) -> Float[Array, " p"]:
+        """The point compared with GD's centre `m_t = (x_t + x_{t+1}) / 2`."""
+
+    @abc.abstractmethod
+    def predicted_loss(self, y: PyTree, args: FlowArgs) -> Float[Array, ""]:
+        """The flow's prediction of GD's loss (averaged over an oscillation)."""
+
+    @abc.abstractmethod
+    def cost_per_rhs(self) -> dict[str, int]:
+        """Gradient evaluations and Hessian-vector products per vector-field evaluation."""
+
+    def sharpness(self, y: PyTree, args: FlowArgs, U0, *, method: str = "auto", max_iters: int = 40):
+        """Predicted sharpness and updated eigenvector warm start. Default: top Hessian
+        eigenvalue at `centre(y)` by [`rodflow.top_eigenpairs`][]."""
+        vals, U = top_eigenpairs(args.problem.loss_flat, self.centre(y), U0, method=method,
+                                 max_iters=max_iters)
+        return vals[0], U
+
+    def extras(self, y: PyTree, args: FlowArgs) -> dict[str, Array]:
+        """Extra scalar observables recorded every step (e.g. the rod length)."""
+        return {}
+
+    # -- integration configuration ---------------------------------------------------------
+    def stepsize_controller(self) -> diffrax.AbstractStepSizeController:
+        if self.rtol is None:
+            return diffrax.ConstantStepSize()
+        return diffrax.PIDController(rtol=self.rtol, atol=self.atol if self.atol else self.rtol)
+
+    def max_steps(self, span: int) -> int:
+        if self.rtol is None:
+            return math.ceil(span / self.dt) + 1
+        return 64 * math.ceil(span / self.dt) + 64
+
+    def evals_per_step(self) -> int:
+        """Vector-field evaluations per solver step (from the solver's tableau, when known)."""
+        tableau = getattr(self.solver, "tableau", None)
+        if tableau is not None:
+            return int(len(tableau.c) + 1 - (1 if tableau.fsal else 0))
+        return {"Euler": 1, "Heun": 2, "Midpoint": 2, "Ralston": 2}.get(type(self.solver).__name__, 1)
+
+
+def check_solver_config(flow: Any) -> None:
+    if not isinstance(flow.solver, diffrax.AbstractSolver):
+        raise ValueError(f"`solver` must be a diffrax solver (e.g. diffrax.Euler()), got {flow.solver!r}.")
+    if not (isinstance(flow.dt, (int, float)) and flow.dt > 0):
+        raise ValueError(f"`dt` must be a positive number of steps, got {flow.dt!r}.")

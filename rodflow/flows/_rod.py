@@ -1,0 +1,148 @@
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+
+from .._derivatives import directional_second
+from ._base import AbstractFlow, FlowArgs, check_solver_config
+
+
+class RodFlow(AbstractFlow):
+    r"""Rod Flow (Regis & Chewi, arXiv:2602.01480) in polar form, with a noise floor.
+
+    A pair of consecutive iterates `(x_t, x_{t+1})` is a rod with centre `c` and half-vector
+    `r = rho v` (`|v| = 1`, `s = log rho`). For a one-step map `F(z) = z + delta(z)` (GD:
+    `delta = -eta g`), one step of the rod is exactly
+    `c' = (F(c+r) + F(c-r))/2`, `r' = -(F(c+r) - F(c-r))/2`; Rod Flow is the ODE whose Euler
+    step of size 1 is that map. In polar form, with
+
+    - `A = (delta(c + rho v) + delta(c - rho v)) / 2`   (mean step of the rod's ends),
+    - `M = (delta(c + rho v) - delta(c - rho v)) / (2 rho)`  (rod-averaged Jacobian of delta, on v),
+    - `q = v . M`,
+
+    $$\frac{dc}{dt} = A, \qquad \frac{ds}{dt} = -2 - q, \qquad \frac{dv}{dt} = -(M - q\, v).$$
+
+    For GD, `A = -eta (g(c+r) + g(c-r))/2`, `M = -eta D`, `q = -eta kappa`, so
+    `dc/dt = -eta A_g`, `ds/dt = eta kappa - 2` (the rod grows iff its curvature `kappa`
+    exceeds `2/eta`) and `dv/dt = eta (D - kappa v)` (Oja's flow: `v` aligns with the top
+    Hessian eigenvector, so `kappa` is a free running sharpness estimate).
+
+    **Small rods.** Below `rho_switch` (default `sqrt(eps) (1 + |c|)`) the finite differences
+    lose accuracy and the exact limits `A = delta(c)`, `M = J_delta(c) v` (a Hessian-vector
+    product for GD) are used.
+
+    **Noise floor.** Floating-point GD never oscillates less than its rounding noise, which
+    seeds the EoS instability. When `s <= log(eps_floor |c|)` and `ds/dt < 0`, `ds/dt` is set
+    to 0. `eps_floor=None` uses the machine epsilon of the run's dtype; `0` disables the floor
+    (and `r = 0` is then an invariant set: the flow never enters EoS).
+
+    **Variants.** `variant="exact"` (default) uses the endpoint differences above.
+    `variant="taylor"` is the rod-curvature expansion for small rods:
+    `dc/dt = delta(c) + (rho^2 / 2) D^2 delta(c)[v, v]` (for GD:
+    `-eta [g(c) + (rho^2/2) grad_c (v . H(c) v)]`), `M = J_delta(c) v`.
+
+    **Integration.** Default: explicit Euler with `dt = 0.5` (4 gradient evaluations per GD
+    step), measured as accurate as Tsit5 on `mlp-digits` (see README and
+    `benchmarks/results/`). `v` is renormalised inside the vector field, so solver drift off the
+    unit sphere is harmless.
+    """
+
+    name: ClassVar[str] = "rod"
+    solver: diffrax.AbstractSolver = diffrax.Euler()
+    dt: float = 0.5
+    rtol: float | None = None
+    atol: float | None = None
+    variant: Literal["exact", "taylor"] = eqx.field(static=True, default="exact")
+    eps_floor: float | None = None
+    rho_switch: float | None = None
+
+    def __check_init__(self):
+        check_solver_config(self)
+        if self.variant not in ("exact", "taylor"):
+            raise ValueError(f"`variant` must be 'exact' or 'taylor', got {self.variant!r}.")
+        if self.eps_floor is not None and not self.eps_floor >= 0:
+            raise ValueError(f"`eps_floor` must be >= 0 (0 disables the floor), got {self.eps_floor}.")
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def _eps_floor(self, dtype):
+        return jnp.finfo(dtype).eps if self.eps_floor is None else self.eps_floor
+
+    def _rho_switch(self, c):
+        if self.rho_switch is not None:
+            return self.rho_switch
+        return jnp.sqrt(jnp.finfo(c.dtype).eps) * (1.0 + jnp.linalg.norm(c))
+
+    def log_floor(self, c):
+        """`s_min = log(eps_floor |c|)` (`-inf` when the floor is disabled)."""
+        return jnp.log(self._eps_floor(c.dtype) * jnp.linalg.norm(c))
+
+    def rod_terms(self, c, rho, v, args: FlowArgs):
+        """`(A, M)`: mean step of the rod's ends and rod-averaged Jacobian of delta along v."""
+
+        def small(_):
+            return jax.jvp(args.delta, (c,), (v,))
+
+        def finite(_):
+            dp, dm = args.delta(c + rho * v), args.delta(c - rho * v)
+            return 0.5 * (dp + dm), (dp - dm) / (2.0 * rho)
+
+        if self.variant == "taylor":
+            a0, m = small(None)
+            return a0 + 0.5 * rho**2 * directional_second(args.delta, c, v), m
+        return jax.lax.cond(rho > self._rho_switch(c), finite, small, None)
+
+    # -- AbstractFlow ----------------------------------------------------------------------------
+    def init(self, x0, args: FlowArgs):
+        d0 = args.delta(x0)
+        norm = jnp.linalg.norm(d0)
+        c0 = x0 + 0.5 * d0
+        fallback = jr.normal(jr.PRNGKey(0), x0.shape, x0.dtype)
+        v0 = jnp.where(norm > 0, d0 / jnp.where(norm > 0, norm, 1.0),
+                       fallback / jnp.linalg.norm(fallback))
+        s0 = jnp.where(norm > 0, jnp.log(jnp.where(norm > 0, 0.5 * norm, 1.0)), self.log_floor(c0))
+        return c0, s0, v0
+
+    def vector_field(self, t, y, args: FlowArgs):
+        c, s, v = y
+        v = v / jnp.linalg.norm(v)
+        rho = jnp.exp(s)
+        a, m = self.rod_terms(c, rho, v, args)
+        q = jnp.vdot(v, m)
+        ds = -2.0 - q
+        ds = jnp.where((s <= self.log_floor(c)) & (ds < 0), jnp.zeros_like(ds), ds)
+        return a, ds, -(m - q * v)
+
+    def centre(self, y):
+        return y[0]
+
+    def ends(self, y):
+        c, s, v = y
+        r = jnp.exp(s) * v / jnp.linalg.norm(v)
+        return c + r, c - r
+
+    def predicted_loss(self, y, args: FlowArgs):
+        plus, minus = self.ends(y)
+        return 0.5 * (args.problem.loss_flat(plus) + args.problem.loss_flat(minus))
+
+    def curvature(self, y, args: FlowArgs):
+        """Rod curvature `kappa` in units of the map's threshold (`-q / lr`; for GD `v . D`)."""
+        c, s, v = y
+        v = v / jnp.linalg.norm(v)
+        _, m = self.rod_terms(c, jnp.exp(s), v, args)
+        return -jnp.vdot(v, m) / args.lr
+
+    def sharpness(self, y, args: FlowArgs, U0, **kwargs):
+        return self.curvature(y, args), U0
+
+    def extras(self, y, args: FlowArgs):
+        return {"rho": jnp.exp(y[1])}
+
+    def cost_per_rhs(self):
+        if self.variant == "taylor":
+            return {"grads": 0, "hvps": 2}  # a jvp of grad plus a second-order jvp of grad
+        return {"grads": 2, "hvps": 0}  # (an HVP instead, while the rod is below rho_switch)
