@@ -234,8 +234,15 @@ def compare(
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=steps + 1, unit="step", desc=f"{problem.name} lr={lr:g}")
-        bar.update(min(start_chunk * L, steps + 1))
+        n_runs = 1 + len(flow_objs)
+        bar = tqdm(total=(steps + 1) * n_runs, unit="step", desc=f"{problem.name} lr={lr:g}",
+                   dynamic_ncols=True)
+        bar.update(min(start_chunk * L, steps + 1) * n_runs)
+
+    def advance(ci, name):
+        if bar is not None:
+            bar.set_postfix_str(f"chunk {ci + 1}/{n_chunks} {name}")
+            bar.update(min((ci + 1) * L, steps + 1) - min(ci * L, steps + 1))
 
     for ci in range(start_chunk, n_chunks):
         k0 = jnp.asarray(ci * L, jnp.int32)
@@ -245,18 +252,18 @@ def compare(
             n_blocks=bpc, every=every, eig=eig, snapshots=snapshots)
         records["discrete"].append(jax.device_get(recs))
         blocks["discrete"].append(jax.device_get(per_block))
+        advance(ci, "discrete")
         for name, flow in flow_objs.items():
             carries[name], recs, per_block = f_fns[name](
                 flow, fargs, carries[name], k0, n_last, centres,
                 n_blocks=bpc, every=every, eig=eig, snapshots=snapshots)
             records[name].append(jax.device_get(recs))
             blocks[name].append(jax.device_get(per_block))
+            advance(ci, name)
         del centres
         if out_dir is not None:
             _io.save_checkpoint(out_dir / "checkpoint.npz", fingerprint, ci + 1, carries,
                                 records, blocks)
-        if bar is not None:
-            bar.update(min((ci + 1) * L, steps + 1) - min(ci * L, steps + 1))
         if _all_diverged(records):
             break
     if bar is not None:
@@ -310,7 +317,7 @@ def _assemble(problem: Problem, opt_map, lr, steps, every, L, flow_objs, carries
     d["step"] = np.arange(len(d["loss"]))
     d.update(block_series("discrete"))
     d["eos_onset_step"] = eos_onset(d["sharpness_step"], d["sharpness"], threshold)
-    d_div = first_nonfinite(d["loss"], d["loss_next"])
+    d_div = first_nonfinite(d["loss"])
     series["discrete"] = {k: v for k, v in d.items() if k != "eos_onset_step"}
 
     flows_m: dict[str, dict] = {}

@@ -124,7 +124,7 @@ def _check_same_structure(reference: PyTree, params: PyTree) -> None:
 
 def _check_loss(problem: Problem) -> None:
     try:
-        out = jax.eval_shape(problem.loss, problem.params0)
+        out = eqx.filter_eval_shape(problem.loss, problem.params0)
     except Exception as e:  # noqa: BLE001 - re-raised with context
         raise ValueError(
             f"`loss(params)` failed on the given `params` ({type(e).__name__}: "

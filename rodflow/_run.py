@@ -56,8 +56,9 @@ def discrete_chunk(problem: Problem, opt_map: AbstractMap, lr, carry, k0, n_last
                    n_blocks: int, every: int, eig: EigConfig, snapshots: bool):
     """Advance the discrete optimiser `n_blocks * every` steps from global step `k0`.
 
-    Records, for each step `k`: `loss = L(x_k)`, `loss_next = L(x_{k+1})` and
-    `disp = |m_k - m_0|` with `m_k = (x_k + x_{k+1})/2`; per block: top-k sharpness at the
+    Records, for each step `k`: `loss = L(x_k)`, `loss_next = L(x_{k+1})`,
+    `disp = |m_k - m_0|` with `m_k = (x_k + x_{k+1})/2`, and GD's own rod length
+    `rho = |x_{k+1} - x_k| / 2`; per block: top-k sharpness at the
     block start. Returns the centres `m_k` of the chunk (for the flows) without sending them
     to the host. `n_last` is the last step that counts (`x_final` is the iterate there).
     """
@@ -70,7 +71,8 @@ def discrete_chunk(problem: Problem, opt_map: AbstractMap, lr, carry, k0, n_last
         updates, new_opt_state = opt.update(g, opt_state, x)
         x1 = optax.apply_updates(x, updates)
         m = 0.5 * (x + x1)
-        rec = {"loss": loss, "loss_next": loss_fn(x1), "disp": _norm(m - carry["m0"])}
+        rec = {"loss": loss, "loss_next": loss_fn(x1), "disp": _norm(m - carry["m0"]),
+               "rho": 0.5 * _norm(x1 - x)}
         x_final = jnp.where(k == n_last, x, x_final)
         return (x1, new_opt_state, x_final), (rec, m)
 

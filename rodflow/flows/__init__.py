@@ -3,4 +3,6 @@
 from ._base import AbstractFlow as AbstractFlow
 from ._base import FlowArgs as FlowArgs
 from ._rod import RodFlow as RodFlow
+from ._rod import rod_map as rod_map
+from ._rod import rod_vector_field_cartesian as rod_vector_field_cartesian
 from ._stable import StableFlow as StableFlow

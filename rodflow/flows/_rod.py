@@ -146,3 +146,17 @@ class RodFlow(AbstractFlow):
         if self.variant == "taylor":
             return {"grads": 0, "hvps": 2}  # a jvp of grad plus a second-order jvp of grad
         return {"grads": 2, "hvps": 0}  # (an HVP instead, while the rod is below rho_switch)
+
+
+def rod_map(delta, c, r):
+    """One exact step of the rod for the map `F(z) = z + delta(z)` (Cartesian form):
+    `c' = (F(c+r) + F(c-r))/2`, `r' = -(F(c+r) - F(c-r))/2`. On a true consecutive pair
+    `c = (x_k + x_{k+1})/2`, `r = (x_{k+1} - x_k)/2` it returns the next pair exactly."""
+    fp, fm = c + r + delta(c + r), c - r + delta(c - r)
+    return 0.5 * (fp + fm), -0.5 * (fp - fm)
+
+
+def rod_vector_field_cartesian(delta, c, r):
+    """Cartesian Rod Flow: the ODE whose Euler step of size 1 is [`rod_map`][]."""
+    c1, r1 = rod_map(delta, c, r)
+    return c1 - c, r1 - r

@@ -1,0 +1,207 @@
+"""The rod's maths: exact map, polar form, closed forms on quadratics, variants, kappa."""
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import optax
+import pytest
+
+import rodflow
+from rodflow.flows import FlowArgs, RodFlow, rod_map, rod_vector_field_cartesian
+
+
+def _quadratic(eigs):
+    lam = jnp.asarray(eigs, dtype=jnp.float64)
+    return rodflow.Problem(lambda x: 0.5 * jnp.sum(lam * x**2), jnp.ones_like(lam))
+
+
+def _mlp_problem(n=40, width=8):
+    return rodflow.problems.get("mlp-digits", n=n, width=width, depth=2)
+
+
+def _gd_iterates(problem, lr, x0, k):
+    opt = optax.sgd(lr)
+    xs, x, state = [x0], x0, opt.init(x0)
+    for _ in range(k):
+        upd, state = opt.update(jax.grad(problem.loss_flat)(x), state, x)
+        x = optax.apply_updates(x, upd)
+        xs.append(x)
+    return xs
+
+
+def test_gd_map_is_optax_sgd():
+    p = _mlp_problem()
+    lr = 0.3
+    x0 = p.x0
+    xs = _gd_iterates(p, lr, x0, 1)
+    args = FlowArgs(p, jnp.asarray(lr))
+    np.testing.assert_allclose(xs[1], x0 + args.delta(x0), rtol=0, atol=1e-14)
+
+
+@pytest.mark.parametrize("name,lr", [("mlp", 0.5), ("quartic", 0.2)])
+def test_exact_rod_map_reproduces_gd_pairs(name, lr):
+    p = _mlp_problem() if name == "mlp" else rodflow.problems.get("quartic")
+    xs = _gd_iterates(p, lr, p.x0, 12)
+    args = FlowArgs(p, jnp.asarray(lr))
+    for k in range(10):
+        c = 0.5 * (xs[k] + xs[k + 1])
+        r = 0.5 * (xs[k + 1] - xs[k])
+        c1, r1 = rod_map(args.delta, c, r)
+        np.testing.assert_allclose(c1, 0.5 * (xs[k + 1] + xs[k + 2]), atol=1e-12)
+        # r' = -(x_{k+2} - x_{k+1})/2: the sign flips each step (r is defined up to sign).
+        np.testing.assert_allclose(-r1, 0.5 * (xs[k + 2] - xs[k + 1]), atol=1e-12)
+        # ... and the ends of the new rod are GD's next pair.
+        np.testing.assert_allclose(c1 + r1, xs[k + 1], atol=1e-12)
+        np.testing.assert_allclose(c1 - r1, xs[k + 2], atol=1e-12)
+
+
+def test_polar_vector_field_equals_cartesian():
+    p = _mlp_problem()
+    lr = 0.4
+    args = FlowArgs(p, jnp.asarray(lr))
+    key1, key2 = jr.split(jr.PRNGKey(1))
+    c = p.x0 + 0.1 * jr.normal(key1, p.x0.shape)
+    v = jr.normal(key2, p.x0.shape)
+    v = v / jnp.linalg.norm(v)
+    for rho in (1e-1, 3e-3):
+        flow = RodFlow()
+        dc, ds, dv = flow.vector_field(0.0, (c, jnp.log(rho), v), args)
+        dc_cart, dr_cart = rod_vector_field_cartesian(args.delta, c, rho * v)
+        np.testing.assert_allclose(dc, dc_cart, rtol=1e-9, atol=1e-12)
+        # r = rho v  =>  dr/dt = rho (ds/dt v + dv/dt)
+        np.testing.assert_allclose(rho * (ds * v + dv), dr_cart, rtol=1e-8, atol=1e-12)
+
+
+def _integrate(flow, y0, args, t1, n_save=None):
+    ts = jnp.linspace(0.0, t1, n_save) if n_save else None
+    sol = diffrax.diffeqsolve(
+        diffrax.ODETerm(flow.vector_field), diffrax.Tsit5(), 0.0, t1, 0.05, y0, args,
+        saveat=diffrax.SaveAt(ts=ts) if n_save else diffrax.SaveAt(t1=True),
+        stepsize_controller=diffrax.PIDController(rtol=1e-10, atol=1e-12), max_steps=100_000,
+    )
+    return sol.ys if n_save else jax.tree.map(lambda a: a[-1], sol.ys)
+
+
+@pytest.mark.parametrize("lr", [0.05, 0.1])
+def test_quadratic_closed_form(lr):
+    """Rod along an eigenvector e_j: rho(t) = rho0 exp((eta lam_j - 2) t), c_i(t) = c_i e^{-eta lam_i t}."""
+    eigs = jnp.array([1.0, 10.0, 30.0])
+    p = _quadratic(eigs)
+    args = FlowArgs(p, jnp.asarray(lr))
+    flow = RodFlow(eps_floor=0.0)
+    c0 = jnp.array([1.0, -0.5, 0.3])
+    v0 = jnp.array([0.0, 0.0, 1.0])
+    rho0 = 1e-2
+    ts = jnp.linspace(0.0, 5.0, 6)
+    c, s, v = _integrate(flow, (c0, jnp.log(rho0), v0), args, 5.0, n_save=6)
+    np.testing.assert_allclose(jnp.exp(s), rho0 * jnp.exp((lr * 30.0 - 2.0) * ts), rtol=1e-7)
+    np.testing.assert_allclose(c, c0 * jnp.exp(-lr * eigs[None, :] * ts[:, None]), rtol=1e-7,
+                               atol=1e-12)
+    np.testing.assert_allclose(v[:, 2], 1.0, rtol=1e-9)
+
+
+def test_rod_grows_iff_above_threshold_vmapped():
+    """Across a vmapped sweep over lr, the rod grows exactly when lr * lambda_max > 2."""
+    p = _quadratic([2.0, 20.0])
+    lrs = jnp.array([0.05, 0.08, 0.095, 0.105, 0.12, 0.2])
+    flow = RodFlow(eps_floor=0.0)
+
+    def final_log_rho(lr):
+        args = FlowArgs(p, lr)
+        y0 = flow.init(p.x0, args)
+        _, s, _ = _integrate(flow, y0, args, 4.0)
+        return s - y0[1]
+
+    growth = jax.vmap(final_log_rho)(lrs)
+    assert np.array_equal(np.asarray(growth > 0), np.asarray(lrs * 20.0 > 2.0))
+
+
+def test_kappa_converges_to_top_eigenvalue():
+    p = _quadratic([1.0, 10.0, 30.0])
+    lr = 0.06
+    args = FlowArgs(p, jnp.asarray(lr))
+    flow = RodFlow()
+    v0 = jnp.array([1.0, 1.0, 1e-3])
+    y = (jnp.array([1.0, 1.0, 1.0]), jnp.log(1e-3), v0 / jnp.linalg.norm(v0))
+    y1 = _integrate(flow, y, args, 60.0)
+    assert abs(float(flow.curvature(y1, args)) - 30.0) < 1e-6
+
+
+def test_taylor_and_exact_agree_for_small_rods():
+    p = _mlp_problem()
+    args = FlowArgs(p, jnp.asarray(0.3))
+    key1, key2 = jr.split(jr.PRNGKey(3))
+    c = p.x0 + 0.1 * jr.normal(key1, p.x0.shape)
+    v = jr.normal(key2, p.x0.shape)
+    v = v / jnp.linalg.norm(v)
+    errs = []
+    for rho in (1e-1, 3e-2, 1e-2):
+        y = (c, jnp.log(rho), v)
+        ex = RodFlow(variant="exact").vector_field(0.0, y, args)
+        ta = RodFlow(variant="taylor").vector_field(0.0, y, args)
+        errs.append(float(jnp.linalg.norm(ex[0] - ta[0]) / jnp.linalg.norm(ex[0])))
+        # the rod-curvature term matters: dropping it is worse than keeping it
+        plain = args.delta(c)
+        assert errs[-1] < float(jnp.linalg.norm(ex[0] - plain) / jnp.linalg.norm(ex[0]))
+    # the Taylor drift is exact to O(rho^2): the difference falls at least like rho^3
+    assert errs[2] < errs[0] * (1e-2 / 1e-1) ** 3 * 5
+    assert errs[2] < 1e-6
+
+
+def test_small_rho_branch_matches_finite_differences():
+    """Both branches of the exact variant: just above and below rho_switch they agree."""
+    p = _mlp_problem()
+    args = FlowArgs(p, jnp.asarray(0.3))
+    c = p.x0
+    v = jr.normal(jr.PRNGKey(5), c.shape)
+    v = v / jnp.linalg.norm(v)
+    flow = RodFlow()
+    switch = float(flow._rho_switch(c))
+    above = flow.vector_field(0.0, (c, jnp.log(switch * 1.01), v), args)
+    below = flow.vector_field(0.0, (c, jnp.log(switch * 0.99), v), args)
+    for a, b in zip(above, below):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-8)
+    # the HVP branch is what a plain finite difference would give at a comfortable rho
+    fd = RodFlow(rho_switch=0.0).vector_field(0.0, (c, jnp.log(1e-4), v), args)
+    hv = RodFlow(rho_switch=1.0).vector_field(0.0, (c, jnp.log(1e-4), v), args)
+    np.testing.assert_allclose(fd[1], hv[1], rtol=1e-6)
+    np.testing.assert_allclose(fd[2], hv[2], rtol=1e-5, atol=1e-9)
+
+
+def test_noise_floor_holds_log_rho():
+    p = _quadratic([1.0, 2.0])
+    args = FlowArgs(p, jnp.asarray(0.1))
+    flow = RodFlow()
+    c = jnp.array([1.0, 1.0])
+    s_min = flow.log_floor(c)
+    v = jnp.array([1.0, 0.0])
+    _, ds, _ = flow.vector_field(0.0, (c, s_min - 1.0, v), args)
+    assert ds == 0.0
+    _, ds, _ = RodFlow(eps_floor=0.0).vector_field(0.0, (c, s_min - 1.0, v), args)
+    assert ds < 0.0
+
+
+def test_vector_field_jit_matches_no_jit():
+    p = _mlp_problem()
+    args = FlowArgs(p, jnp.asarray(0.3))
+    flow = RodFlow()
+    y = flow.init(p.x0, args)
+    a = flow.vector_field(0.0, y, args)
+    b = eqx.filter_jit(flow.vector_field)(0.0, y, args)
+    for u, w in zip(a, b):
+        np.testing.assert_allclose(u, w, rtol=1e-12, atol=1e-14)
+
+
+def test_initial_condition():
+    p = _mlp_problem()
+    lr = 0.2
+    args = FlowArgs(p, jnp.asarray(lr))
+    x0 = p.x0
+    g = jax.grad(p.loss_flat)(x0)
+    c, s, v = RodFlow().init(x0, args)
+    np.testing.assert_allclose(c, x0 - 0.5 * lr * g, atol=1e-14)
+    np.testing.assert_allclose(jnp.exp(s), 0.5 * lr * jnp.linalg.norm(g), rtol=1e-12)
+    np.testing.assert_allclose(v, -g / jnp.linalg.norm(g), atol=1e-12)

@@ -1,0 +1,66 @@
+"""Sharpness from Hessian-vector products against dense eigh."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import rodflow
+from rodflow._derivatives import hvp, rod_curvature_grad
+from rodflow._spectrum import initial_vectors, top_eigenpairs
+
+
+@pytest.fixture(scope="module")
+def mlp():
+    p = rodflow.problems.get("mlp-digits", n=60, width=12, depth=2, seed=1)
+    # move away from the initialisation so the spectrum is not degenerate
+    x = p.x0 - 0.5 * jax.grad(p.loss_flat)(p.x0)
+    H = jax.hessian(p.loss_flat)(x)
+    return p, x, np.linalg.eigvalsh(np.asarray(H))[::-1]
+
+
+def test_hvp_matches_dense_hessian(mlp):
+    p, x, _ = mlp
+    v = jax.random.normal(jax.random.PRNGKey(0), x.shape)
+    H = jax.hessian(p.loss_flat)(x)
+    np.testing.assert_allclose(hvp(p.loss_flat, x, v), H @ v, rtol=1e-10, atol=1e-12)
+
+
+def test_rod_curvature_grad_matches_finite_differences(mlp):
+    p, x, _ = mlp
+    v = jax.random.normal(jax.random.PRNGKey(1), x.shape)
+    v = v / jnp.linalg.norm(v)
+    u = jax.random.normal(jax.random.PRNGKey(2), x.shape)
+    kappa = lambda y: jnp.vdot(v, hvp(p.loss_flat, y, v))
+    h = 1e-5
+    fd = (kappa(x + h * u) - kappa(x - h * u)) / (2 * h)
+    np.testing.assert_allclose(jnp.vdot(rod_curvature_grad(p.loss_flat, x, v), u), fd, rtol=1e-6)
+
+
+@pytest.mark.parametrize("method,k", [("lobpcg", 1), ("lobpcg", 3), ("power", 2), ("dense", 3)])
+def test_top_eigenpairs_match_eigh(mlp, method, k):
+    p, x, eigs = mlp
+    U0 = initial_vectors(x.shape[0], k, x.dtype)
+    vals, U = jax.jit(lambda x, U: top_eigenpairs(p.loss_flat, x, U, method=method,
+                                                  max_iters=300 if method == "power" else 100))(x, U0)
+    np.testing.assert_allclose(vals, eigs[:k], rtol=1e-4 if method == "power" else 1e-6)
+    # eigenvector residuals
+    for i in range(k):
+        r = hvp(p.loss_flat, x, U[:, i]) - vals[i] * U[:, i]
+        assert float(jnp.linalg.norm(r)) < 1e-2 * abs(float(vals[i]))
+
+
+def test_warm_start_converges_in_few_iterations(mlp):
+    p, x, eigs = mlp
+    U0 = initial_vectors(x.shape[0], 1, x.dtype)
+    _, U = top_eigenpairs(p.loss_flat, x, U0, method="lobpcg", max_iters=200)
+    vals, _ = top_eigenpairs(p.loss_flat, x, U, method="lobpcg", max_iters=3)
+    np.testing.assert_allclose(vals[0], eigs[0], rtol=1e-8)
+
+
+def test_bad_method_and_k():
+    p = rodflow.problems.get("quadratic")
+    with pytest.raises(ValueError, match="eigensolver method"):
+        top_eigenpairs(p.loss_flat, p.x0, jnp.ones((3, 1)), method="magic")
+    with pytest.raises(ValueError, match="5k < n"):
+        top_eigenpairs(p.loss_flat, p.x0, jnp.ones((3, 1)), method="lobpcg")
