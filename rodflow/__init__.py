@@ -13,6 +13,8 @@ from ._maps import AbstractMap as AbstractMap
 from ._maps import GradientDescent as GradientDescent
 from ._problem import Problem as Problem
 from ._spectrum import top_eigenpairs as top_eigenpairs
+from ._sweep import SweepResult as SweepResult
+from ._sweep import sweep as sweep
 from .flows import AbstractFlow as AbstractFlow
 from .flows import RodFlow as RodFlow
 from .flows import StableFlow as StableFlow

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,17 @@ from ._metrics import (
     relative_distance,
 )
 from ._problem import Problem, as_problem
-from ._run import EigConfig, discrete_chunk, discrete_init, flow_chunk, flow_init
+from ._run import (
+    EigConfig,
+    discrete_chunk,
+    discrete_chunk_batched,
+    discrete_init,
+    discrete_init_batched,
+    flow_chunk,
+    flow_chunk_batched,
+    flow_init,
+    flow_init_batched,
+)
 from ._spectrum import initial_vectors, resolve_method
 from .flows import AbstractFlow, FlowArgs, RodFlow, StableFlow
 
@@ -37,8 +47,16 @@ def register_flow(name: str, cls: type[AbstractFlow]) -> None:
     FLOWS[name] = cls
 
 
-def resolve_flows(flows: Sequence[str | AbstractFlow]) -> dict[str, AbstractFlow]:
-    """Names or flow instances -> `{name: flow}` (the discrete run is implicit)."""
+def resolve_flows(flows) -> dict[str, AbstractFlow]:
+    """Names, flow instances, or a `{label: flow}` mapping -> `{label: flow}` (the discrete run
+    is implicit)."""
+    if isinstance(flows, Mapping):
+        out = {}
+        for label, f in flows.items():
+            if label == "discrete":
+                continue
+            out[str(label)] = f if isinstance(f, AbstractFlow) else resolve_flows([f])[f]
+        return out
     if isinstance(flows, str):
         flows = [f for f in flows.split(",") if f]
     out: dict[str, AbstractFlow] = {}
@@ -153,7 +171,7 @@ def compare(
     *,
     lr: float,
     steps: int,
-    flows: Sequence[str | AbstractFlow] = DEFAULT_FLOWS,
+    flows: Sequence[str | AbstractFlow] | Mapping[str, AbstractFlow] = DEFAULT_FLOWS,
     optimizer: AbstractMap | None = None,
     sharpness_every: int = 10,
     top_k: int = 1,
@@ -174,8 +192,9 @@ def compare(
     - `params`: initial parameters (any pytree, e.g. an Equinox model).
     - `lr`: step size `eta > 0`.
     - `steps`: number of optimiser steps `N`; every flow is integrated over `t in [0, N]`.
-    - `flows`: names (`"discrete"`, `"stable"`, `"rod"`, ...) or flow instances
-      (e.g. `rodflow.RodFlow(solver=diffrax.Tsit5(), rtol=1e-6)`).
+    - `flows`: names (`"discrete"`, `"stable"`, `"rod"`, ...), flow instances
+      (e.g. `rodflow.RodFlow(solver=diffrax.Tsit5(), rtol=1e-6)`), or a `{label: flow}` dict
+      to compare several configurations of one flow on the same run.
     - `optimizer`: the one-step map; default gradient descent (`optax.sgd(lr)`).
     - `sharpness_every`: measure sharpness every this many steps (EoS onset resolution).
     - `top_k`, `eig_method`, `eig_iters`: eigensolver settings (see `rodflow.top_eigenpairs`).
@@ -191,72 +210,118 @@ def compare(
     """
     problem = as_problem(loss, params)
     check_positive("lr", lr)
+    cfg = _settings(problem, steps, sharpness_every, chunk, top_k, eig_method, eig_iters, save_every)
+    flow_objs = resolve_flows(flows)
+    opt_map = optimizer if optimizer is not None else GradientDescent()
+    x0 = problem.x0
+    fingerprint = _io.fingerprint(problem=problem.name, dim=problem.dim, lr=float(lr),
+                                  flows=list(flow_objs), dtype=str(x0.dtype), **cfg.key())
+    carries, records, blocks, timings = _execute(
+        problem, opt_map, flow_objs, jnp.asarray(lr, x0.dtype), x0, cfg, batched=False,
+        out_dir=Path(out) if out is not None else None, resume=resume, progress=progress,
+        desc=f"{problem.name} lr={lr:g}", fingerprint=fingerprint)
+    result = _assemble(problem, opt_map, float(lr), cfg, flow_objs, carries, records, blocks,
+                       {k: (t.run_s, t.compile_s) for k, t in timings.items()}, x0.dtype)
+    if out is not None:
+        result.save(out, figure=figure)
+    return result
+
+
+@dataclasses.dataclass(frozen=True)
+class _Settings:
+    steps: int
+    every: int
+    eig: EigConfig
+    save_every: int | None
+    n_chunks: int
+    blocks_per_chunk: int
+
+    @property
+    def chunk_len(self) -> int:
+        return self.blocks_per_chunk * self.every
+
+    def key(self) -> dict:
+        return dict(steps=self.steps, every=self.every, chunk=self.chunk_len, save_every=self.save_every,
+                    eig=[self.eig.k, self.eig.method, self.eig.max_iters])
+
+    def kwargs(self) -> dict:
+        return dict(n_blocks=self.blocks_per_chunk, every=self.every, eig=self.eig,
+                    snapshots=self.save_every is not None)
+
+
+def _settings(problem, steps, sharpness_every, chunk, top_k, eig_method, eig_iters, save_every):
+    """Validate the run settings shared by `compare` and `sweep`."""
     check_positive("steps", steps, int)
     check_positive("sharpness_every", sharpness_every, int)
     check_positive("chunk", chunk, int)
     check_positive("top_k", top_k, int)
+    check_positive("eig_iters", eig_iters, int)
     if save_every is not None:
         check_positive("save_every", save_every, int)
         if save_every % sharpness_every:
             raise ValueError(f"`save_every` ({save_every}) must be a multiple of "
                              f"`sharpness_every` ({sharpness_every}).")
     resolve_method(eig_method, problem.dim, top_k)
-    flow_objs = resolve_flows(flows)
-    opt_map = optimizer if optimizer is not None else GradientDescent()
-    steps, every = int(steps), int(sharpness_every)
+    n_chunks, bpc = _plan(int(steps), int(sharpness_every), int(chunk))
     eig = EigConfig(k=int(top_k), method=eig_method, max_iters=int(eig_iters))
-    snapshots = save_every is not None
-    n_chunks, bpc = _plan(steps, every, int(chunk))
-    L = bpc * every
+    return _Settings(int(steps), int(sharpness_every), eig, save_every, n_chunks, bpc)
 
-    x0 = problem.x0
-    lr_arr = jnp.asarray(lr, x0.dtype)
-    U0 = initial_vectors(problem.dim, eig.k, x0.dtype)
-    fargs = FlowArgs(problem, lr_arr, opt_map)
-    carries = {"discrete": discrete_init(problem, opt_map, lr_arr, x0, U0)}
-    for name, flow in flow_objs.items():
-        carries[name] = flow_init(flow, fargs, x0, U0)
+
+def _execute(problem, opt_map, flow_objs, lr, x0, cfg: _Settings, *, batched: bool, out_dir, resume,
+             progress, desc, fingerprint, place=lambda tree: tree):
+    """Run the discrete optimiser and every flow chunk by chunk (optionally batched over a
+    leading grid axis of `lr` and `x0`), checkpointing after each chunk. Returns the final
+    carries, the per-chunk host records and block records, and the timers."""
+    steps, L = cfg.steps, cfg.chunk_len
+    U0 = initial_vectors(problem.dim, cfg.eig.k, x0.dtype)
+    if batched:
+        carries = {"discrete": discrete_init_batched(problem, opt_map, lr, x0, U0)}
+        for name, flow in flow_objs.items():
+            carries[name] = flow_init_batched(flow, problem, opt_map, lr, x0, U0)
+    else:
+        fargs = FlowArgs(problem, lr, opt_map)
+        carries = {"discrete": discrete_init(problem, opt_map, lr, x0, U0)}
+        for name, flow in flow_objs.items():
+            carries[name] = flow_init(flow, fargs, x0, U0)
     records = {name: [] for name in carries}
     blocks = {name: [] for name in carries}
-
-    out_dir = Path(out) if out is not None else None
     start_chunk = 0
-    fingerprint = _io.fingerprint(problem=problem.name, dim=problem.dim, lr=float(lr),
-                                  steps=steps, every=every, chunk=L, flows=list(flow_objs),
-                                  dtype=str(x0.dtype), save_every=save_every)
     if resume and out_dir is not None and (out_dir / "checkpoint.npz").exists():
         start_chunk, carries, records, blocks = _io.load_checkpoint(
             out_dir / "checkpoint.npz", fingerprint, carries)
+    carries = place(carries)
 
-    d_fn = _Timed(discrete_chunk)
-    f_fns = {name: _Timed(flow_chunk) for name in flow_objs}
+    timers = {"discrete": _Timed(discrete_chunk_batched if batched else discrete_chunk)}
+    timers.update({name: _Timed(flow_chunk_batched if batched else flow_chunk) for name in flow_objs})
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         n_runs = 1 + len(flow_objs)
-        bar = tqdm(total=(steps + 1) * n_runs, unit="step", desc=f"{problem.name} lr={lr:g}",
-                   dynamic_ncols=True)
+        bar = tqdm(total=(steps + 1) * n_runs, unit="step", desc=desc, dynamic_ncols=True)
         bar.update(min(start_chunk * L, steps + 1) * n_runs)
 
     def advance(ci, name):
         if bar is not None:
-            bar.set_postfix_str(f"chunk {ci + 1}/{n_chunks} {name}")
+            bar.set_postfix_str(f"chunk {ci + 1}/{cfg.n_chunks} {name}")
             bar.update(min((ci + 1) * L, steps + 1) - min(ci * L, steps + 1))
 
-    for ci in range(start_chunk, n_chunks):
+    kw = cfg.kwargs()
+    n_last = jnp.asarray(steps, jnp.int32)
+    for ci in range(start_chunk, cfg.n_chunks):
         k0 = jnp.asarray(ci * L, jnp.int32)
-        n_last = jnp.asarray(steps, jnp.int32)
-        carries["discrete"], recs, per_block, centres = d_fn(
-            problem, opt_map, lr_arr, carries["discrete"], k0, n_last,
-            n_blocks=bpc, every=every, eig=eig, snapshots=snapshots)
+        carries["discrete"], recs, per_block, centres = timers["discrete"](
+            problem, opt_map, lr, carries["discrete"], k0, n_last, **kw)
         records["discrete"].append(jax.device_get(recs))
         blocks["discrete"].append(jax.device_get(per_block))
         advance(ci, "discrete")
         for name, flow in flow_objs.items():
-            carries[name], recs, per_block = f_fns[name](
-                flow, fargs, carries[name], k0, n_last, centres,
-                n_blocks=bpc, every=every, eig=eig, snapshots=snapshots)
+            if batched:
+                carries[name], recs, per_block = timers[name](
+                    flow, problem, opt_map, lr, carries[name], k0, n_last, centres, **kw)
+            else:
+                carries[name], recs, per_block = timers[name](
+                    flow, fargs, carries[name], k0, n_last, centres, **kw)
             records[name].append(jax.device_get(recs))
             blocks[name].append(jax.device_get(per_block))
             advance(ci, name)
@@ -268,19 +333,14 @@ def compare(
             break
     if bar is not None:
         bar.close()
-
-    timings = {"discrete": d_fn, **f_fns}
-    result = _assemble(problem, opt_map, float(lr), steps, every, L, flow_objs, carries, records,
-                       blocks, timings, save_every, x0.dtype)
-    if out_dir is not None:
-        result.save(out_dir, figure=figure)
-    return result
+    return carries, records, blocks, timers
 
 
 def _all_diverged(records) -> bool:
+    """True when every run (and every grid point of a batched run) is already non-finite."""
     for recs in records.values():
         last = recs[-1]
-        if all(np.isfinite(np.asarray(v)[-1]).all() for v in last.values()):
+        if all(np.isfinite(np.asarray(v)[..., -1]).any() for v in last.values()):
             return False
     return True
 
@@ -291,8 +351,10 @@ def _concat(chunks: list[dict]) -> dict[str, np.ndarray]:
     return {k: np.concatenate([np.asarray(c[k]) for c in chunks]) for k in chunks[0]}
 
 
-def _assemble(problem: Problem, opt_map, lr, steps, every, L, flow_objs, carries, records,
-              blocks, timings, save_every, dtype) -> Comparison:
+def _assemble(problem: Problem, opt_map, lr, cfg: _Settings, flow_objs, carries, records, blocks,
+              timings: dict[str, tuple[float, float]], dtype) -> Comparison:
+    """Host-side: concatenate chunk records of one run, compute metrics, build the result."""
+    steps, every, save_every = cfg.steps, cfg.every, cfg.save_every
     n_rec = steps + 1
     threshold = float(opt_map.threshold(lr))
     series: dict[str, dict[str, np.ndarray]] = {}
@@ -322,7 +384,7 @@ def _assemble(problem: Problem, opt_map, lr, steps, every, L, flow_objs, carries
 
     flows_m: dict[str, dict] = {}
     dm = discrete_metrics(d, threshold)
-    dm.update(wall_s=timings["discrete"].run_s, compile_s=timings["discrete"].compile_s,
+    dm.update(wall_s=timings["discrete"][0], compile_s=timings["discrete"][1],
               grad_evals=len(d["loss"]), diverged_at=d_div)
     flows_m["discrete"] = dm
     for name, flow in flow_objs.items():
@@ -333,7 +395,7 @@ def _assemble(problem: Problem, opt_map, lr, steps, every, L, flow_objs, carries
         m = flow_metrics(f, d)
         n_rhs = int(carries[name]["num_steps"]) * flow.evals_per_step()
         cost = flow.cost_per_rhs()
-        m.update(wall_s=timings[name].run_s, compile_s=timings[name].compile_s,
+        m.update(wall_s=timings[name][0], compile_s=timings[name][1],
                  grad_evals=n_rhs * cost["grads"] + 2 * n_rhs * cost["hvps"],
                  rhs_evals=n_rhs, diverged_at=first_nonfinite(f["loss"], f["dist"]))
         flows_m[name] = m

@@ -160,3 +160,38 @@ def flow_chunk(flow: AbstractFlow, args: FlowArgs, carry, k0, n_last, centres, *
         del per_block["snapshot"]
     recs = jax.tree.map(lambda a: a.reshape(-1, *a.shape[2:]), recs)
     return {"y": y, "U": U, "y_final": y_final, "num_steps": num_steps}, recs, per_block
+
+
+# ---------------------------------------------------------------------------------------------
+# batched (vmapped) versions: one compiled program for a whole grid of step sizes / seeds
+# ---------------------------------------------------------------------------------------------
+TRACE_COUNTS: dict[str, int] = {"discrete_batched": 0, "flow_batched": 0}
+
+
+@eqx.filter_jit
+def discrete_init_batched(problem: Problem, opt_map: AbstractMap, lr, x0, U0):
+    return jax.vmap(lambda lr_, x_: discrete_init(problem, opt_map, lr_, x_, U0))(lr, x0)
+
+
+@eqx.filter_jit
+def flow_init_batched(flow: AbstractFlow, problem: Problem, opt_map: AbstractMap, lr, x0, U0):
+    return jax.vmap(lambda lr_, x_: flow_init(flow, FlowArgs(problem, lr_, opt_map), x_, U0))(lr, x0)
+
+
+@eqx.filter_jit
+def discrete_chunk_batched(problem: Problem, opt_map: AbstractMap, lr, carry, k0, n_last, **kw):
+    """[`discrete_chunk`][] vmapped over a leading grid axis of `lr` and `carry`."""
+    TRACE_COUNTS["discrete_batched"] += 1
+    return jax.vmap(lambda lr_, c_: discrete_chunk(problem, opt_map, lr_, c_, k0, n_last, **kw))(lr, carry)
+
+
+@eqx.filter_jit
+def flow_chunk_batched(flow: AbstractFlow, problem: Problem, opt_map: AbstractMap, lr, carry, k0, n_last,
+                       centres, **kw):
+    """[`flow_chunk`][] vmapped over a leading grid axis of `lr`, `carry` and `centres`."""
+    TRACE_COUNTS["flow_batched"] += 1
+
+    def one(lr_, c_, m_):
+        return flow_chunk(flow, FlowArgs(problem, lr_, opt_map), c_, k0, n_last, m_, **kw)
+
+    return jax.vmap(one)(lr, carry, centres)

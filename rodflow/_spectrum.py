@@ -70,7 +70,7 @@ def top_eigenpairs(
     *,
     method: str = "auto",
     max_iters: int = 40,
-    rtol: float = 1e-6,
+    rtol: float = 1e-4,
 ) -> tuple[Float[Array, " k"], Float[Array, "n k"]]:
     """Top-`k` eigenpairs of `hess f(x)`, `k = U0.shape[1]`, warm-started from `U0`.
 

@@ -127,6 +127,42 @@ def _cmd_compare(args, extra) -> int:
     return 3 if diverged else 0
 
 
+def _cmd_sweep(args, extra) -> int:
+    import jax
+
+    if args.x64:
+        jax.config.update("jax_enable_x64", True)
+    from . import problems
+    from ._sweep import parse_lr_range, sweep
+
+    if (args.lrs is None) == (args.lr_range is None):
+        raise ValueError("give exactly one of `--lrs a,b,c` or `--lr-range start:stop:count`.")
+    if args.lrs is not None:
+        try:
+            lrs = [float(v) for v in args.lrs.split(",") if v]
+        except ValueError as e:
+            raise ValueError(f"`--lrs` must be comma-separated numbers, got {args.lrs!r}.") from e
+    else:
+        lrs = parse_lr_range(args.lr_range)
+    seeds = None
+    if args.seeds is not None:
+        try:
+            seeds = [int(v) for v in args.seeds.split(",") if v]
+        except ValueError as e:
+            raise ValueError(f"`--seeds` must be comma-separated integers, got {args.seeds!r}.") from e
+    problem = problems.get(args.problem, **_problem_options(extra))
+    out = args.out if args.out is not None else Path("runs") / f"{args.problem}-sweep"
+    result = sweep(
+        problem, lrs=lrs, seeds=seeds, steps=args.steps, flows=_flows(args),
+        sharpness_every=args.sharpness_every, top_k=args.top_k, eig_method=args.eig_method,
+        chunk=args.chunk, save_every=args.save_every, devices=args.devices, out=out,
+        resume=args.resume, progress=not args.no_progress, figure=not args.no_figure,
+    )
+    print(result.table())
+    print(f"wrote {out / 'sweep.json'}" + ("" if args.no_figure else f" and {out / 'sweep.png'}"))
+    return 0
+
+
 def _cmd_problems(args, extra) -> int:
     from . import problems
     from .problems._registry import _lookup, options
@@ -147,6 +183,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--lr", type=float, required=True, help="step size eta > 0")
     _add_run_options(c)
     c.set_defaults(func=_cmd_compare)
+    sw = sub.add_parser("sweep", help="one compiled, vmapped run over many step sizes (and seeds)",
+                        description="Unrecognised --key value options are passed to the problem.")
+    sw.add_argument("--lrs", default=None, help="comma-separated step sizes")
+    sw.add_argument("--lr-range", default=None, help="start:stop:count, evenly spaced")
+    sw.add_argument("--seeds", default=None, help="comma-separated initialisation seeds")
+    sw.add_argument("--devices", type=int, default=None, help="devices to shard over (default all)")
+    _add_run_options(sw)
+    sw.set_defaults(func=_cmd_sweep)
     pr = sub.add_parser("problems", help="list built-in problems and their options")
     pr.set_defaults(func=_cmd_problems)
     return p

@@ -13,8 +13,11 @@ import numpy as np  # noqa: E402
 COLORS = {"discrete": "black", "stable": "tab:blue", "central": "tab:orange", "rod": "tab:red"}
 
 
+_EXTRA = ["tab:green", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray"]
+
+
 def _color(name, i):
-    return COLORS.get(name, f"C{(i + 4) % 10}")
+    return COLORS.get(name, _EXTRA[i % len(_EXTRA)])
 
 
 def plot_comparison(result, path: str | Path | None = None):
@@ -58,3 +61,51 @@ def _finite(a):
     """Non-finite and absurdly large values (a diverging run) are not drawn."""
     a = np.asarray(a, float)
     return np.where(np.isfinite(a) & (np.abs(a) < 1e150), a, np.nan)
+
+
+def plot_sweep(result, path: str | Path | None = None):
+    """Three panels: GD's and Rod Flow's sharpness divided by `2/lr` over time for every `lr`;
+    final loss against `lr`; mean EoS tracking error of each flow against `lr`."""
+    runs, metrics = result.runs, result.metrics
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    cmap = plt.get_cmap("viridis")
+    lrs = np.array([r["lr"] for r in metrics["runs"]])
+    span = (lrs.min(), lrs.max()) if lrs.size else (0, 1)
+    for comp, run in zip(runs, metrics["runs"]):
+        frac = 0.0 if span[1] == span[0] else (run["lr"] - span[0]) / (span[1] - span[0])
+        c = cmap(frac)
+        thr = comp.metrics["threshold"]
+        d = comp.series["discrete"]
+        axes[0].plot(d["sharpness_step"], _finite(d["sharpness"]) / thr, color=c, lw=1.0)
+        if "rod" in comp.series:
+            s = comp.series["rod"]
+            axes[0].plot(s["sharpness_step"], _finite(s["sharpness"]) / thr, color=c, lw=1.0, ls="--")
+    axes[0].axhline(1.0, color="gray", ls=":")
+    axes[0].set(xlabel="step", ylabel="sharpness / (2/lr)",
+                title="sharpness / (2/lr): GD solid, rod dashed (colour = lr)")
+    seeds = sorted({str(r["seed"]) for r in metrics["runs"]})
+    names = [n for n in metrics["runs"][0]["flows"]]
+    for si, seed in enumerate(seeds):
+        sel = [r for r in metrics["runs"] if str(r["seed"]) == seed]
+        x = [r["lr"] for r in sel]
+        for i, name in enumerate(names):
+            y = [r["flows"][name].get("final_loss") for r in sel]
+            y = [np.nan if v is None else v for v in y]
+            axes[1].plot(x, y, marker="o", color=_color(name, i), alpha=1.0 if si == 0 else 0.5,
+                         label=(name if name != "discrete" else "GD") if si == 0 else None)
+            if name == "discrete":
+                continue
+            e = [r["flows"][name].get("rel_dist_mean_eos") for r in sel]
+            e = [np.nan if v is None else v for v in e]
+            axes[2].plot(x, e, marker="o", color=_color(name, i), alpha=1.0 if si == 0 else 0.5,
+                         label=name if si == 0 else None)
+    axes[1].set(xlabel="lr", yscale="log", title="final loss")
+    axes[2].set(xlabel="lr", yscale="log", title="mean tracking error during EoS")
+    for ax in axes[1:]:
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{metrics['problem']} sweep, {len(lrs)} runs, {metrics['steps']} steps")
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+    return fig
