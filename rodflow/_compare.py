@@ -427,8 +427,7 @@ def _assemble(problem: Problem, opt_map, lr, cfg: _Settings, flow_objs, carries,
         "threshold": threshold,
         "eos_onset_step": d["eos_onset_step"],
         "sharpness_every": every,
-        "devices": [str(dev) for dev in jax.devices()][:1] + (
-            [f"... {len(jax.devices())} devices"] if len(jax.devices()) > 1 else []),
+        "device": str(jax.devices()[0]),
         "flows": flows_m,
     }
     return Comparison(problem.name, lr, steps, metrics, series, final, snapshots)

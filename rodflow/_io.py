@@ -62,10 +62,9 @@ def save_checkpoint(path: Path, fp: str, next_chunk: int, carries, records, bloc
             arrays[f"carry/{name}/{i}"] = np.asarray(leaf)
     for kind, src in (("rec", records), ("blk", blocks)):
         for name, chunks in src.items():
-            if not chunks:
-                continue
-            for key in chunks[0]:
-                arrays[f"{kind}/{name}/{key}"] = np.concatenate([np.asarray(c[key]) for c in chunks])
+            for i, chunk in enumerate(chunks):
+                for key, value in chunk.items():
+                    arrays[f"{kind}/{name}/{i}/{key}"] = np.asarray(value)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp.npz")
     np.savez(tmp, **arrays)
@@ -91,9 +90,9 @@ def load_checkpoint(path: Path, fp: str, template_carries):
         blocks = {name: [] for name in template_carries}
         for k in z.files:
             if k.startswith(("rec/", "blk/")):
-                kind, name, key = k.split("/", 2)
+                kind, name, i, key = k.split("/", 3)
                 target = records if kind == "rec" else blocks
-                if not target[name]:
+                while len(target[name]) <= int(i):
                     target[name].append({})
-                target[name][0][key] = z[k]
+                target[name][int(i)][key] = z[k]
     return next_chunk, carries, records, blocks

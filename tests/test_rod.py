@@ -205,3 +205,22 @@ def test_initial_condition():
     np.testing.assert_allclose(c, x0 - 0.5 * lr * g, atol=1e-14)
     np.testing.assert_allclose(jnp.exp(s), 0.5 * lr * jnp.linalg.norm(g), rtol=1e-12)
     np.testing.assert_allclose(v, -g / jnp.linalg.norm(g), atol=1e-12)
+
+
+def test_gated_runs_branch_only_when_needed_under_vmap():
+    from rodflow._lax import gated
+
+    runs = []
+
+    def fn(x):
+        jax.debug.callback(lambda: runs.append(1))
+        return jnp.sin(x)
+
+    xs = jnp.array([0.1, 0.2, 0.3])
+    out = jax.jit(jax.vmap(lambda x: gated(x > 0.15, lambda: fn(x), jnp.zeros(()))))(xs)
+    np.testing.assert_allclose(out, jnp.where(xs > 0.15, jnp.sin(xs), 0.0))
+    assert len(runs) >= 1  # some lane needed the branch
+    runs.clear()
+    out = jax.jit(jax.vmap(lambda x: gated(x > 5.0, lambda: fn(x), jnp.zeros(()))))(xs)
+    np.testing.assert_allclose(out, 0.0)
+    assert runs == []  # no lane needed it: never evaluated (a lax.cond under vmap would be)

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import jax.random as jr
 
 from .._derivatives import directional_second
+from .._lax import gated
 from ._base import AbstractFlow, FlowArgs, check_solver_config
 
 
@@ -94,7 +95,13 @@ class RodFlow(AbstractFlow):
         if self.variant == "taylor":
             a0, m = small(None)
             return a0 + 0.5 * rho**2 * directional_second(args.delta, c, v), m
-        return jax.lax.cond(rho > self._rho_switch(c), finite, small, None)
+        # Two gated branches rather than `lax.cond`: under `vmap` (sweeps) a branch is only
+        # evaluated when some lane of the batch needs it.
+        big = rho > self._rho_switch(c)
+        zeros = (jnp.zeros_like(c), jnp.zeros_like(c))
+        a_fd, m_fd = gated(big, lambda: finite(None), zeros)
+        a_hv, m_hv = gated(~big, lambda: small(None), zeros)
+        return jnp.where(big, a_fd, a_hv), jnp.where(big, m_fd, m_hv)
 
     # -- AbstractFlow ----------------------------------------------------------------------------
     def init(self, x0, args: FlowArgs):
