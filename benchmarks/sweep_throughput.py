@@ -1,6 +1,6 @@
 """Sweep throughput (issue 5): one vmapped sweep vs sequential compare calls vs a sharded sweep.
 
-    python benchmarks/sweep_throughput.py [--lrs 16] [--steps 1000] [--out benchmarks/results/sweep_throughput.json]
+    python benchmarks/sweep_throughput.py [--lrs 16] [--steps 1000] [--out FILE.json]
     python benchmarks/sweep_throughput.py --gpu --lrs 64 --out benchmarks/results/sweep_throughput_gpu.json
 
 On `mlp-digits` (float32 by default, `--x64` for float64), flows `discrete` + `rod`:
