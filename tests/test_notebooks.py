@@ -18,6 +18,8 @@ def test_notebook_runs(path, monkeypatch):
     monkeypatch.setenv("RODFLOW_NB_STEPS", os.environ.get("RODFLOW_NB_STEPS", "150"))
     monkeypatch.setenv("RODFLOW_NB_N", "100")
     monkeypatch.setenv("MPLBACKEND", "Agg")
-    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
+    client = NotebookClient(nb, timeout=600, kernel_name="python3",
+                            resources={"metadata": {"path": str(path.parent)}})
+    client.execute()
     errors = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors
