@@ -76,8 +76,15 @@ def resolve_flows(flows) -> dict[str, AbstractFlow]:
 
 
 def check_positive(name: str, value, kind=float) -> None:
-    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-    if not ok or not (value > 0) or (kind is int and int(value) != value):
+    """Raise `ValueError` naming `name` unless `value` is a positive number (integer if
+    `kind is int`); 0-d NumPy/JAX arrays are accepted."""
+    ok = not isinstance(value, (bool, str)) and np.ndim(value) == 0
+    if ok:
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            ok = False
+    if not ok or not (value > 0) or not np.isfinite(value) or (kind is int and int(value) != value):
         want = "a positive integer" if kind is int else "a positive number"
         raise ValueError(f"`{name}` must be {want}, got {value!r}.")
 
@@ -351,12 +358,8 @@ def _execute(problem, opt_map, flow_objs, lr, x0, cfg: _Settings, *, batched: bo
 
 
 def _all_diverged(records) -> bool:
-    """True when every run (and every grid point of a batched run) is already non-finite."""
-    for recs in records.values():
-        last = recs[-1]
-        if all(np.isfinite(np.asarray(v)[..., -1]).any() for v in last.values()):
-            return False
-    return True
+    """True when every run (and every grid point of a batched run) has a non-finite loss."""
+    return not any(np.isfinite(np.asarray(recs[-1]["loss"])[..., -1]).any() for recs in records.values())
 
 
 def _concat(chunks: list[dict]) -> dict[str, np.ndarray]:
@@ -411,7 +414,7 @@ def _assemble(problem: Problem, opt_map, lr, cfg: _Settings, flow_objs, carries,
         cost = flow.cost_per_rhs()
         m.update(wall_s=timings[name][0], compile_s=timings[name][1],
                  grad_evals=n_rhs * cost["grads"] + 2 * n_rhs * cost["hvps"],
-                 rhs_evals=n_rhs, diverged_at=first_nonfinite(f["loss"], f["dist"]))
+                 rhs_evals=n_rhs, diverged_at=first_nonfinite(f["loss"]))
         flows_m[name] = m
         series[name] = f
 
