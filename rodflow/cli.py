@@ -14,6 +14,11 @@ SOLVERS = ("euler", "heun", "midpoint", "ralston", "bosh3", "tsit5", "dopri5")
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        # no prefix matching: `--n` is a problem option, not an abbreviation of `--no-progress`
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
     def error(self, message):  # argparse's own errors: one line, exit 2
         self.exit(2, f"rodflow: error: {message}\n")
 

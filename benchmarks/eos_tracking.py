@@ -1,0 +1,79 @@
+"""EoS tracking on every built-in real problem that needs no external data (issue 3).
+
+    python benchmarks/eos_tracking.py [--steps 1500] [--x64] [--problems a,b] [--out benchmarks/results/eos_tracking.json]
+
+For each problem: GD at the problem's documented `lr_hint`, gradient flow and Rod Flow from the
+same initialisation; the run's `metrics.json` (with wall times) goes into one JSON, and a
+summary figure (mean EoS tracking error of each flow per problem) is written beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import time
+from pathlib import Path
+
+import jax
+
+TOYS = {"quadratic", "quartic", "eos-toy"}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--x64", action="store_true")
+    ap.add_argument("--problems", default=None, help="comma-separated subset (default: all real ones)")
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/eos_tracking.json"))
+    args = ap.parse_args(argv)
+    if args.x64:
+        jax.config.update("jax_enable_x64", True)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    import rodflow
+    from rodflow._io import write_json
+    from rodflow.problems._registry import options
+
+    names = [n for n in rodflow.problems.available()
+             if n not in TOYS and "data_dir" not in options(n)]
+    if args.problems:
+        names = [n for n in args.problems.split(",") if n]
+    results = {"command": "python " + " ".join(sys.argv), "jax": jax.__version__,
+               "device": str(jax.devices()[0]), "machine": platform.machine(), "steps": args.steps,
+               "runs": {}}
+    for name in names:
+        problem = rodflow.problems.get(name)
+        t = time.perf_counter()
+        r = rodflow.compare(problem, lr=problem.lr_hint, steps=args.steps, progress=True,
+                            out=args.out.parent / "eos_tracking" / name)
+        m = r.metrics
+        m["total_s"] = time.perf_counter() - t
+        m["n_params"] = problem.dim
+        results["runs"][name] = m
+        f = m["flows"]
+        ratio = (None if f["rod"]["rel_dist_mean_eos"] is None or not f["stable"]["rel_dist_mean_eos"]
+                 else f["rod"]["rel_dist_mean_eos"] / f["stable"]["rel_dist_mean_eos"])
+        m["rod_over_stable_eos"] = ratio
+        print(f"{name}: onset {m['eos_onset_step']}, rod/stable = {ratio}", flush=True)
+        write_json(args.out, results)  # after every problem: nothing lost if interrupted
+
+    fig, ax = plt.subplots(figsize=(1.6 * len(names) + 3, 4))
+    xs = range(len(names))
+    for off, flow, color in ((-0.2, "stable", "tab:blue"), (0.2, "rod", "tab:red")):
+        vals = [results["runs"][n]["flows"][flow]["rel_dist_mean_eos"] or float("nan") for n in names]
+        ax.bar([x + off for x in xs], vals, width=0.4, color=color, label=flow)
+    ax.set_xticks(list(xs), names, rotation=20)
+    ax.set(yscale="log", ylabel="mean tracking error during EoS",
+           title=f"GD vs flows at each problem's EoS step size ({args.steps} steps)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(args.out.with_suffix(".png"), dpi=110)
+    print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
+
+
+if __name__ == "__main__":
+    main()
