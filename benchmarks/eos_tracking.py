@@ -1,6 +1,6 @@
 """EoS tracking on every built-in real problem that needs no external data (issue 3).
 
-    python benchmarks/eos_tracking.py [--steps 1500] [--x64] [--problems a,b] [--out benchmarks/results/eos_tracking.json]
+    python benchmarks/eos_tracking.py [--steps 1500] [--x64] [--problems a,b] [--out FILE.json]
 
 For each problem: GD at the problem's documented `lr_hint`, gradient flow and Rod Flow from the
 same initialisation; the run's `metrics.json` (with wall times) goes into one JSON, and a
