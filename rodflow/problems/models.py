@@ -65,12 +65,39 @@ class MLP(eqx.Module):
 # (sklearn digits: (8, 8, 1); CIFAR-10: (32, 32, 3)); `jax.vmap` adds the batch axis.
 
 
-def _lecun_conv(in_ch: int, out_ch: int, kernel: int, *, key: PRNGKeyArray, dtype=None) -> eqx.nn.Conv2d:
-    """A `kernel x kernel` 'same' convolution with weights N(0, 1/fan_in), fan_in = in*k*k; bias 0."""
-    conv = eqx.nn.Conv2d(in_ch, out_ch, kernel, padding=kernel // 2, key=key, dtype=dtype)
-    w = jr.normal(key, conv.weight.shape, dtype=conv.weight.dtype) / jnp.sqrt(in_ch * kernel * kernel)
-    conv = eqx.tree_at(lambda c: c.weight, conv, w)
-    return eqx.tree_at(lambda c: c.bias, conv, jnp.zeros_like(conv.bias))
+class Conv2d(eqx.Module):
+    """A stride-1 'same' convolution on one `(C, H, W)` image, written as shifted slices and one
+    `einsum` (no `conv` primitive): XLA on CPU runs this far faster inside `lax.scan` than its
+    convolution kernels, and all derivatives stay exact. Weight layout `(out, in, k, k)` as in
+    `eqx.nn.Conv2d`; weights N(0, 1/fan_in) with `fan_in = in * k * k`, bias 0.
+    """
+
+    weight: Float[Array, "o i k k"]
+    bias: Float[Array, " o"]
+
+    def __init__(self, in_ch: int, out_ch: int, kernel: int = 3, *, key: PRNGKeyArray, dtype=None):
+        if kernel % 2 != 1:
+            raise ValueError(f"Conv2d needs an odd kernel size, got {kernel}.")
+        dtype = dtype if dtype is not None else jnp.asarray(0.0).dtype
+        self.weight = jr.normal(key, (out_ch, in_ch, kernel, kernel), dtype) / jnp.sqrt(
+            in_ch * kernel * kernel)
+        self.bias = jnp.zeros((out_ch,), dtype)
+
+    def __call__(self, x: Float[Array, "c h w"]) -> Float[Array, "o h w"]:
+        k = self.weight.shape[-1]
+        if k == 1:
+            return jnp.einsum("oc,chw->ohw", self.weight[:, :, 0, 0], x) + self.bias[:, None, None]
+        c, h, w = x.shape
+        p = k // 2
+        xp = jnp.pad(x, ((0, 0), (p, p), (p, p)))
+        patches = jnp.stack([jnp.stack([xp[:, i:i + h, j:j + w] for j in range(k)], axis=1)
+                             for i in range(k)], axis=1)  # (c, k, k, h, w)
+        return jnp.einsum("ocij,cijhw->ohw", self.weight, patches) + self.bias[:, None, None]
+
+
+def _lecun_conv(in_ch: int, out_ch: int, kernel: int, *, key: PRNGKeyArray, dtype=None) -> Conv2d:
+    """A `kernel x kernel` 'same' convolution with weights N(0, 1/fan_in); bias 0."""
+    return Conv2d(in_ch, out_ch, kernel, key=key, dtype=dtype)
 
 
 def _avg_pool2(x: Float[Array, "c h w"]) -> Float[Array, "c h2 w2"]:
@@ -80,7 +107,7 @@ def _avg_pool2(x: Float[Array, "c h w"]) -> Float[Array, "c h2 w2"]:
     return x.reshape(c, h // 2, 2, w // 2, 2).mean(axis=(2, 4))
 
 
-def _to_chw(x: Float[Array, "h w c"]) -> Float[Array, "c h w"]:
+def _to_chw(x: Array) -> Float[Array, "c h w"]:
     if x.ndim != 3:
         raise ValueError(f"image models take one (H, W, C) image, got shape {x.shape}; "
                          "use jax.vmap for a batch.")
@@ -94,7 +121,7 @@ class CNN(eqx.Module):
     Weights N(0, 1/fan_in), biases 0. Default: width 32, GELU, hidden 32.
     """
 
-    convs: tuple[eqx.nn.Conv2d, ...]
+    convs: tuple[Conv2d, ...]
     hidden: eqx.nn.Linear
     head: eqx.nn.Linear
     act: str = eqx.field(static=True)
@@ -113,7 +140,7 @@ class CNN(eqx.Module):
         self.head = _lecun_linear(hidden, out_size, key=k4, dtype=dtype)
         self.act = act
 
-    def __call__(self, x: Float[Array, "h w c"]) -> Float[Array, " o"]:
+    def __call__(self, x: Array) -> Float[Array, " o"]:
         f = activation(self.act)
         x = _to_chw(x)
         for conv in self.convs:
@@ -122,8 +149,8 @@ class CNN(eqx.Module):
 
 
 class _ResBlock(eqx.Module):
-    conv1: eqx.nn.Conv2d
-    conv2: eqx.nn.Conv2d
+    conv1: Conv2d
+    conv2: Conv2d
 
     def __init__(self, ch: int, *, key, dtype=None):
         k1, k2 = jr.split(key)
@@ -144,9 +171,9 @@ class ResNet(eqx.Module):
     Input: one image `(H, W, C)` (NHWC without the batch axis). Weights N(0, 1/fan_in).
     """
 
-    stem: eqx.nn.Conv2d
+    stem: Conv2d
     stages: tuple[tuple[_ResBlock, ...], ...]
-    transitions: tuple[eqx.nn.Conv2d, ...]
+    transitions: tuple[Conv2d, ...]
     head: eqx.nn.Linear
     alpha: float = eqx.field(static=True)
     act: str = eqx.field(static=True)
@@ -168,7 +195,7 @@ class ResNet(eqx.Module):
         self.alpha = float(res_scale) if res_scale is not None else 1.0 / (3 * blocks) ** 0.5
         self.act = act
 
-    def __call__(self, x: Float[Array, "h w c"]) -> Float[Array, " o"]:
+    def __call__(self, x: Array) -> Float[Array, " o"]:
         f = activation(self.act)
         x = self.stem(_to_chw(x))
         for i, stage in enumerate(self.stages):
@@ -304,7 +331,7 @@ class ViT(eqx.Module):
         self.head = _lecun_linear(d, out_size, key=keys[2], dtype=dtype)
         self.patch = patch
 
-    def __call__(self, x: Float[Array, "h w c"]) -> Float[Array, " o"]:
+    def __call__(self, x: Array) -> Float[Array, " o"]:
         if x.ndim != 3:
             raise ValueError(f"ViT takes one (H, W, C) image, got shape {x.shape}; use jax.vmap.")
         h, w, c = x.shape
