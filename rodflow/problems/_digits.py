@@ -30,10 +30,10 @@ def load_digits(n: int = 500) -> tuple[np.ndarray, np.ndarray]:
 
 
 class MSELoss(eqx.Module):
-    """`1/2 * mean_i sum_j (f(x_i)_j - y_ij)^2` of a model applied to each example."""
+    """`1/2 * mean_i sum_j (f(x_i)_j - y_ij)^2` of a model applied to each example (`x` any shape)."""
 
-    x: Float[Array, "n d"]
-    y: Float[Array, "n o"]
+    x: Float[Array, "n ..."]
+    y: Float[Array, "n ..."]
 
     def __call__(self, model):
         pred = jax.vmap(model)(self.x)
