@@ -14,8 +14,11 @@ from ._maps import GradientDescent as GradientDescent
 from ._problem import Problem as Problem
 from ._spectrum import top_eigenpairs as top_eigenpairs
 from .flows import AbstractFlow as AbstractFlow
+from .flows import CentralFlow as CentralFlow
 from .flows import RodFlow as RodFlow
 from .flows import StableFlow as StableFlow
+
+register_flow("central", CentralFlow)
 
 try:
     __version__ = importlib.metadata.version("rodflow")

@@ -4,10 +4,13 @@ import jax
 
 jax.config.update("jax_enable_x64", True)
 
+import diffrax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+import rodflow  # noqa: E402
+from rodflow.flows import CentralFlow, FlowArgs, StableFlow  # noqa: E402
 from rodflow.flows._cone_qp import apply_op, solve_cone_qp  # noqa: E402
 
 
@@ -66,3 +69,87 @@ def test_cone_qp_mask_matches_subproblem():
     np.testing.assert_allclose(X[sub], Xs, atol=1e-9)
     assert float(jnp.abs(X[1]).max() + jnp.abs(X[:, 3]).max()) == 0.0
     _check_kkt(A, B, X, mask)
+
+
+# ---------------------------------------------------------------------------------------------
+# Central Flow on eos-toy: L = a/2 (x - x*)^2 + exp(x) y^2 / 2, a = 0.25, x* = 1.8
+# ---------------------------------------------------------------------------------------------
+TOY = rodflow.problems.get("eos-toy")
+A_TOY, XSTAR = 0.25, 1.8
+
+
+def _integrate(flow, lr, T=150.0):
+    args = FlowArgs(TOY, jnp.asarray(lr))
+    y0 = flow.init(TOY.x0, args)
+    sol = diffrax.diffeqsolve(
+        diffrax.ODETerm(flow.vector_field), flow.solver, t0=0.0, t1=T, dt0=flow.dt, y0=y0,
+        args=args, saveat=diffrax.SaveAt(t1=True), stepsize_controller=flow.stepsize_controller(),
+        max_steps=flow.max_steps(int(T)))
+    y = jax.tree.map(lambda a: a[-1], sol.ys)
+    X, U = flow.sigma(y, args)
+    return y[0], X[0, 0], flow.predicted_loss(y, args)
+
+
+@pytest.fixture(scope="module")
+def toy_runs():
+    flow = CentralFlow()
+    lrs = jnp.array([0.4, 0.1])
+    batched = jax.jit(jax.vmap(lambda lr: _integrate(flow, lr)))(lrs)
+    single = jax.jit(lambda lr: _integrate(flow, lr))(lrs[0])
+    return flow, lrs, batched, single
+
+
+def test_central_holds_sharpness_and_matches_analytic_sigma(toy_runs):
+    _, _, (w, sigma2, loss), _ = toy_runs
+    lr = 0.4
+    x = w[0, 0]
+    np.testing.assert_allclose(jnp.exp(x), 2.0 / lr, rtol=1e-6)  # sharpness exp(x) at 2/lr
+    np.testing.assert_allclose(sigma2[0], 2 * A_TOY * (XSTAR - x) / jnp.exp(x), rtol=1e-5)
+    assert abs(float(w[0, 1])) < 1e-8
+    # predicted loss L + sigma^2 exp(x) / 2 is the loss of GD's period-2 orbit |y| = sigma
+    np.testing.assert_allclose(loss[0], 0.5 * A_TOY * (XSTAR - x) ** 2 + 0.5 * jnp.exp(x) * sigma2[0],
+                               rtol=1e-8)
+
+
+def test_central_equals_gradient_flow_when_nothing_is_critical(toy_runs):
+    _, _, (w, sigma2, _), _ = toy_runs
+    lr = 0.1  # 2/lr = 20 > exp(x*) = 6.05: never critical
+    assert float(sigma2[1]) == 0.0
+    stable = StableFlow(solver=diffrax.Euler(), dt=0.25, rtol=None, atol=None)
+    w_gf = jax.jit(lambda: _integrate_stable(stable, lr))()
+    np.testing.assert_allclose(w[1], w_gf, rtol=1e-12, atol=1e-14)
+
+
+def _integrate_stable(flow, lr, T=150.0):
+    args = FlowArgs(TOY, jnp.asarray(lr))
+    sol = diffrax.diffeqsolve(diffrax.ODETerm(flow.vector_field), flow.solver, t0=0.0, t1=T,
+                              dt0=flow.dt, y0=flow.init(TOY.x0, args), args=args,
+                              max_steps=flow.max_steps(int(T)))
+    return sol.ys[-1]
+
+
+def test_central_vmap_matches_single_run(toy_runs):
+    _, _, (w, sigma2, loss), (w1, s1, l1) = toy_runs
+    np.testing.assert_allclose(w[0], w1, rtol=1e-12)
+    np.testing.assert_allclose(sigma2[0], s1, rtol=1e-10)
+    np.testing.assert_allclose(loss[0], l1, rtol=1e-12)
+
+
+def test_central_jit_matches_eager():
+    flow = CentralFlow()
+    args = FlowArgs(TOY, jnp.asarray(0.4))
+    # a point at the edge of stability (exp(x) slightly above 2/lr), y small but non-zero
+    y = (jnp.array([jnp.log(5.0) + 1e-3, 1e-3]), jnp.eye(2), jnp.zeros((2, 2)), jnp.zeros(2))
+    eager = flow.vector_field(0.0, y, args)
+    jitted = jax.jit(flow.vector_field)(0.0, y, args)
+    for a, b in zip(eager, jitted):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-14)
+    assert float(eager[0][0]) < 0  # the sharpness gradient pushes x back below log(2/lr)
+
+
+def test_compare_with_central():
+    r = rodflow.compare(TOY, lr=0.4, steps=1000, flows=("discrete", "stable", "central"), figure=False)
+    m = r.metrics["flows"]
+    assert m["central"]["rel_dist_mean_eos"] < 0.2 * m["stable"]["rel_dist_mean_eos"]
+    np.testing.assert_allclose(r.series["central"]["sharpness"][-5:], 5.0, rtol=1e-5)
+    assert r.series["central"]["n_critical"][-1] == 1
