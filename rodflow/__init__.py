@@ -16,8 +16,11 @@ from ._spectrum import top_eigenpairs as top_eigenpairs
 from ._sweep import SweepResult as SweepResult
 from ._sweep import sweep as sweep
 from .flows import AbstractFlow as AbstractFlow
+from .flows import CentralFlow as CentralFlow
 from .flows import RodFlow as RodFlow
 from .flows import StableFlow as StableFlow
+
+register_flow("central", CentralFlow)
 
 try:
     __version__ = importlib.metadata.version("rodflow")

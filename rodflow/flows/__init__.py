@@ -2,6 +2,8 @@
 
 from ._base import AbstractFlow as AbstractFlow
 from ._base import FlowArgs as FlowArgs
+from ._central import CentralFlow as CentralFlow
+from ._cone_qp import solve_cone_qp as solve_cone_qp
 from ._rod import RodFlow as RodFlow
 from ._rod import rod_map as rod_map
 from ._rod import rod_vector_field_cartesian as rod_vector_field_cartesian
