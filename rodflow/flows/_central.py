@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._derivatives import hvp
+from .._lax import gated
 from .._spectrum import initial_vectors, resolve_method, top_eigenpairs
 from ._base import AbstractFlow, FlowArgs, check_solver_config
 from ._cone_qp import solve_cone_qp
@@ -70,8 +71,8 @@ class CentralFlow(AbstractFlow):
     with a constant step; `horizon` (default `dt`) is the look-ahead `h` of the cone problem.
     Everything is `jit`- and `vmap`-able (the cone QP is a fixed-shape `lax.while_loop`).
     Cost: `A` needs only `k` third-order jvps; `X = 0` exactly when `A` is psd on the tracked
-    block, and then the `k(k+1)/2` third-derivative gradients and the QP are skipped by
-    `lax.cond` (always computed under `vmap`).
+    block, and then the `k(k+1)/2` third-derivative gradients and the QP are skipped (under
+    `vmap`, skipped unless some lane of the batch needs them).
 
     **Observables.** `predicted_loss = L(w) + 1/2 <Sigma, H(w)> = L + 1/2 sum X_ij H_ij`
     (recomputed exactly at `w`). `sharpness`: top Hessian eigenvalue at `w` (default of
@@ -171,7 +172,7 @@ class CentralFlow(AbstractFlow):
         pair[ju, iu] = np.arange(len(iu))
         pair = pair.reshape(-1)
 
-        def active(_):
+        def active():
             def dH(i, j):  # grad_w (u_i . H(w) u_j), u fixed: a third-derivative term
                 return jax.grad(lambda x: jnp.vdot(U[:, i], hvp(f, x, U[:, j])))(w)
 
@@ -180,10 +181,8 @@ class CentralFlow(AbstractFlow):
             X, _ = solve_cone_qp(A, 0.5 * gram, mask, max_iters=self.qp_iters, tol=self.qp_tol)
             return X, 0.5 * (X.reshape(-1) @ Gp[pair])
 
-        def inactive(_):
-            return jnp.zeros((k, k), w.dtype), jnp.zeros_like(w)
-
-        X, drift = jax.lax.cond(need, active, inactive, None)
+        # gated rather than lax.cond: under vmap (sweeps) only run when some lane needs it
+        X, drift = gated(need, active, (jnp.zeros((k, k), w.dtype), jnp.zeros_like(w)))
         return CentralTerms(eigvals=vals, U=U, mask=mask, M=jnp.diag(vals), X=X, drift=drift, grad=g)
 
     def sigma(self, y, args: FlowArgs):
