@@ -1,0 +1,114 @@
+"""Cost and accuracy of every flow on the same runs (issue 4).
+
+    python benchmarks/flows_cost_accuracy.py [--problems eos-toy,mlp-digits] [--steps N] [--repeats 3] [--x64]
+
+For each problem (at its documented EoS step size `lr_hint`), GD, gradient flow, Central Flow,
+Rod Flow (default) and Rod Flow (Taylor variant) run from the same initialisation. Per flow:
+wall time per unit of flow time (median over `--repeats` runs, compiled programs reused, so
+compilation is excluded), gradient evaluations and Hessian-vector products per unit time (from
+the solver's step count and each flow's `cost_per_rhs`, an HVP counted as 2 gradients in
+`grad_evals`), and the tracking metrics. Writes `benchmarks/results/flows_cost_accuracy.json`
+(after every problem) and a figure beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import jax
+
+DEFAULT_STEPS = {"eos-toy": 1000, "mlp-digits": 1500, "cnn-digits": 600, "transformer-sort": 400}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--problems", default="eos-toy,mlp-digits,cnn-digits,transformer-sort")
+    ap.add_argument("--steps", type=int, default=None, help="override every problem's step count")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--x64", action="store_true")
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/flows_cost_accuracy.json"))
+    args = ap.parse_args(argv)
+    if args.x64:
+        jax.config.update("jax_enable_x64", True)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    import rodflow
+    from rodflow import CentralFlow, RodFlow, StableFlow
+    from rodflow._io import write_json
+
+    flows = {"stable": StableFlow(), "central": CentralFlow(), "rod": RodFlow(),
+             "rod_taylor": RodFlow(variant="taylor")}
+    results = {"command": "python " + " ".join(sys.argv), "jax": jax.__version__,
+               "device": str(jax.devices()[0]), "machine": platform.machine(),
+               "repeats": args.repeats, "problems": {}}
+    names = [n for n in args.problems.split(",") if n]
+    for name in names:
+        problem = rodflow.problems.get(name)
+        steps = args.steps or DEFAULT_STEPS.get(name, 1000)
+        walls: dict[str, list[float]] = {}
+        t0 = time.perf_counter()
+        for rep in range(args.repeats):
+            r = rodflow.compare(problem, lr=problem.lr_hint, steps=steps, flows=flows, figure=False,
+                                progress=rep == 0)
+            for f, m in r.metrics["flows"].items():
+                walls.setdefault(f, []).append(m["wall_s"])
+        per = {}
+        for f, m in r.metrics["flows"].items():
+            cost = flows[f].cost_per_rhs() if f in flows else {"grads": 1, "hvps": 0}
+            n_rhs = m.get("rhs_evals", m["grad_evals"])
+            per[f] = {
+                "wall_s_per_unit_time": statistics.median(walls[f]) / steps,
+                "wall_s_runs": walls[f],
+                "compile_s": m["compile_s"],
+                "grad_evals_per_unit_time": m["grad_evals"] / steps,
+                "grads_per_unit_time": n_rhs * cost["grads"] / steps,
+                "hvps_per_unit_time": n_rhs * cost["hvps"] / steps,
+                **{k: m.get(k) for k in ("rel_dist_mean_eos", "rel_dist_max_eos", "rel_dist_mean",
+                                         "loss_rel_err_mean_eos", "sharpness_mean_eos", "final_loss",
+                                         "diverged_at")},
+            }
+        rod, cen = per["rod"], per["central"]
+        checks = {}
+        if r.metrics["eos_onset_step"] is not None and cen["rel_dist_mean_eos"]:
+            checks = {
+                "rod_over_central_rel_dist": rod["rel_dist_mean_eos"] / cen["rel_dist_mean_eos"],
+                "rod_over_central_wall": rod["wall_s_per_unit_time"] / cen["wall_s_per_unit_time"],
+                "rod_over_stable_rel_dist": rod["rel_dist_mean_eos"] / per["stable"]["rel_dist_mean_eos"],
+                "central_over_stable_rel_dist": cen["rel_dist_mean_eos"] / per["stable"]["rel_dist_mean_eos"],
+            }
+        results["problems"][name] = {"lr": problem.lr_hint, "steps": steps, "dim": problem.dim,
+                                     "dtype": r.metrics["dtype"],
+                                     "eos_onset_step": r.metrics["eos_onset_step"], "flows": per,
+                                     "checks": checks, "total_s": time.perf_counter() - t0}
+        print(name, checks, flush=True)
+        write_json(args.out, results)
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    for i, name in enumerate(results["problems"]):
+        pr = results["problems"][name]["flows"]
+        for j, f in enumerate(["stable", "central", "rod", "rod_taylor"]):
+            x = i + 0.2 * (j - 1.5)
+            color = {"stable": "tab:blue", "central": "tab:orange", "rod": "tab:red",
+                     "rod_taylor": "tab:pink"}[f]
+            axes[0].bar(x, pr[f]["rel_dist_mean_eos"] or float("nan"), 0.2, color=color,
+                        label=f if i == 0 else None)
+            axes[1].bar(x, pr[f]["wall_s_per_unit_time"], 0.2, color=color, label=f if i == 0 else None)
+    for ax, title in zip(axes, ["mean tracking error during EoS", "wall seconds per unit flow time"]):
+        ax.set_xticks(range(len(results["problems"])), list(results["problems"]))
+        ax.set(yscale="log", title=title)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(args.out.with_suffix(".png"), dpi=110)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
