@@ -51,7 +51,13 @@ def main(argv=None):
     ap.add_argument("--only", default=None, help="comma-separated optimiser names")
     ap.add_argument("--lr", action="append", default=[], help="override NAME=LR")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/optimizers.json"))
+    ap.add_argument("--plot-only", action="store_true", help="redraw the figure and table from --out")
     args = ap.parse_args(argv)
+    if args.plot_only:
+        results = json.loads(args.out.read_text())
+        plot(results, args.out.with_suffix(".png"))
+        print(summary(results))
+        return
     runs = dict(RUNS)
     for item in args.lr:
         k, v = item.split("=")
@@ -155,8 +161,8 @@ def summary(results) -> str:
         lines.append(
             f"{name:<15}{e['lr']:>9g}{str(e['eos_onset_step']):>7}{g('stable', 'rel_dist_mean_eos'):>10}"
             f"{g('rod', 'rel_dist_mean_eos'):>10}{g('rod', 'ratio_to_stable'):>8}"
-            f"{g('rod_smooth_nu', 'rel_dist_mean_eos'):>11}{g('rod_smooth_nu', 'ratio_to_stable'):>7}"
-            f"{g('rod_nu_centre', 'rel_dist_mean_eos'):>11}{g('rod_nu_centre', 'ratio_to_stable'):>7}"
+            f"{g('rod_smooth_nu', 'rel_dist_mean_eos'):>11}{g('rod_smooth_nu', 'ratio_to_stable'):>8}"
+            f"{g('rod_nu_centre', 'rel_dist_mean_eos'):>11}{g('rod_nu_centre', 'ratio_to_stable'):>8}"
             f"{g('discrete', 'wall_s'):>8}{g('stable', 'wall_s'):>8}{g('rod', 'wall_s'):>8}"
         )
     return "\n".join(lines)
@@ -204,7 +210,9 @@ def plot(results, path):
         xlabel="step", ylabel="effective sharpness / threshold", title="discrete run: sharpness / threshold"
     )
     axes[1].legend(fontsize=7)
-    axes[2].set(xlabel="step", yscale="log", title="tracking error d(t): rod solid, stable dotted")
+    axes[2].set(
+        xlabel="step", yscale="log", ylim=(1e-4, 10), title="tracking error d(t): rod solid, stable dotted"
+    )
     axes[2].legend(fontsize=7)
     fig.suptitle(f"mlp-digits float64, {results['steps']} steps: optimisers with state")
     fig.tight_layout()
