@@ -10,7 +10,17 @@ from ._compare import register_flow as register_flow
 from ._derivatives import hvp as hvp
 from ._derivatives import rod_curvature_grad as rod_curvature_grad
 from ._maps import AbstractMap as AbstractMap
+from ._maps import Adam as Adam
 from ._maps import GradientDescent as GradientDescent
+from ._maps import HeavyBall as HeavyBall
+from ._maps import NAdam as NAdam
+from ._maps import Nesterov as Nesterov
+from ._maps import OptaxMap as OptaxMap
+from ._maps import RMSProp as RMSProp
+from ._maps import ScalarAdam as ScalarAdam
+from ._maps import ScalarRMSProp as ScalarRMSProp
+from ._maps import make_map as make_map
+from ._maps import scale_by_moments as scale_by_moments
 from ._problem import Problem as Problem
 from ._spectrum import top_eigenpairs as top_eigenpairs
 from ._sweep import SweepResult as SweepResult

@@ -235,8 +235,9 @@ def compare(
     flow_objs = resolve_flows(flows)
     opt_map = optimizer if optimizer is not None else GradientDescent()
     x0 = problem.x0
+    extra = {} if isinstance(opt_map, GradientDescent) else {"optimizer": repr(opt_map)}
     fingerprint = _io.fingerprint(problem=problem.name, dim=problem.dim, lr=float(lr),
-                                  flows=list(flow_objs), dtype=str(x0.dtype), **cfg.key())
+                                  flows=list(flow_objs), dtype=str(x0.dtype), **cfg.key(), **extra)
     carries, records, blocks, timings = _execute(
         problem, opt_map, flow_objs, jnp.asarray(lr, x0.dtype), x0, cfg, batched=False,
         out_dir=Path(out) if out is not None else None, resume=resume, progress=progress,
@@ -420,20 +421,31 @@ def _assemble(problem: Problem, opt_map, lr, cfg: _Settings, flow_objs, carries,
 
     final = {"discrete": problem.unravel(carries["discrete"]["x_final"])}
     for name, flow in flow_objs.items():
-        final[name] = problem.unravel(flow.centre(carries[name]["y_final"]))
+        final[name] = problem.unravel(opt_map.params(problem, flow.centre(carries[name]["y_final"])))
     metrics = {
         "problem": problem.name,
         "lr": lr,
         "steps": steps,
         "dtype": str(np.dtype(dtype)),
         "optimizer": opt_map.name,
+        "optimizer_options": _map_options(opt_map),
         "threshold": threshold,
+        "sharpness_kind": "preconditioned" if hasattr(opt_map, "preconditioner") else "hessian",
         "eos_onset_step": d["eos_onset_step"],
         "sharpness_every": every,
         "device": str(jax.devices()[0]),
         "flows": flows_m,
     }
     return Comparison(problem.name, lr, steps, metrics, series, final, snapshots)
+
+
+def _map_options(opt_map) -> dict:
+    out = {}
+    for f in dataclasses.fields(opt_map):
+        v = getattr(opt_map, f.name)
+        if isinstance(v, (bool, int, float, str)):
+            out[f.name] = v
+    return out
 
 
 def flow_from_options(name: str, **opts) -> AbstractFlow:

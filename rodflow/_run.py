@@ -13,13 +13,15 @@ same compiled program serves every `lr` (and `jax.vmap` over `lr` works).
 
 from __future__ import annotations
 
+import inspect
+
 import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import optax
 
-from ._maps import AbstractMap
+from ._maps import AbstractMap, GradientDescent
 from ._problem import Problem
 from ._spectrum import top_eigenpairs
 from .flows._base import AbstractFlow, FlowArgs
@@ -78,7 +80,12 @@ def discrete_chunk(problem: Problem, opt_map: AbstractMap, lr, carry, k0, n_last
 
     def block(state, b):
         x, opt_state, U, x_final = state
-        vals, U = top_eigenpairs(loss_fn, x, U, method=eig.method, max_iters=eig.max_iters)
+        if isinstance(opt_map, GradientDescent):
+            vals, U = top_eigenpairs(loss_fn, x, U, method=eig.method, max_iters=eig.max_iters)
+        else:  # effective sharpness of the optimiser (e.g. of P^{-1} H for Adam) at step k
+            vals, U = opt_map.sharpness(problem, opt_map.pack(problem, x, opt_state), lr, U,
+                                        (k0 + b * every).astype(x.dtype), method=eig.method,
+                                        max_iters=eig.max_iters)
         out = {"sharpness": vals, "snapshot": x if snapshots else None}
         ks = k0 + b * every + jnp.arange(every)
         (x, opt_state, x_final), (recs, ms) = jax.lax.scan(step, (x, opt_state, x_final), ks)
@@ -120,14 +127,18 @@ def flow_chunk(flow: AbstractFlow, args: FlowArgs, carry, k0, n_last, centres, *
     def observe(t, y, a):
         fargs, ms, kb = a
         i = jnp.clip(jnp.round(t - kb).astype(jnp.int32), 0, every - 1)
-        obs = {"dist": _norm(flow.centre(y) - ms[i]), "loss": flow.predicted_loss(y, fargs)}
+        obs = {"dist": _norm(fargs.params(flow.centre(y)) - ms[i]), "loss": flow.predicted_loss(y, fargs)}
         obs.update(flow.extras(y, fargs))
         return obs
 
     def block(state, b):
         y, U, y_final, num_steps = state
         kb = k0 + b * every
-        sharp, U = flow.sharpness(y, args, U, method=eig.method, max_iters=eig.max_iters)
+        if "t" in inspect.signature(flow.sharpness).parameters:
+            sharp, U = flow.sharpness(y, args, U, jnp.asarray(kb, dtype), method=eig.method,
+                                      max_iters=eig.max_iters)
+        else:
+            sharp, U = flow.sharpness(y, args, U, method=eig.method, max_iters=eig.max_iters)
         ms = jax.lax.dynamic_slice_in_dim(centres, b * every, every)
         t0 = jnp.asarray(kb, dtype)
         ts = t0 + jnp.arange(every, dtype=dtype)
@@ -151,7 +162,7 @@ def flow_chunk(flow: AbstractFlow, args: FlowArgs, carry, k0, n_last, centres, *
         failed = sol.result != diffrax.RESULTS.successful
         y1 = jax.tree.map(lambda a: jnp.where(failed, jnp.nan, a), y1)
         recs = jax.tree.map(lambda a: jnp.where(failed & ~jnp.isfinite(a), jnp.inf, a), recs)
-        out = {"sharpness": sharp, "snapshot": flow.centre(y) if snapshots else None}
+        out = {"sharpness": sharp, "snapshot": args.params(flow.centre(y)) if snapshots else None}
         return (y1, U, y_final, num_steps + sol.stats["num_steps"]), (recs, out)
 
     state = (carry["y"], carry["U"], carry["y_final"], carry["num_steps"])

@@ -168,7 +168,9 @@ def sweep(
     lr_arr, x0_arr = place(lr_arr), place(x0_arr)
 
     fingerprint = _io.fingerprint(problem=problem.name, dim=problem.dim, lrs=lrs, seeds=seed_list,
-                                  flows=list(flow_objs), dtype=str(dtype), devices=n_dev, **cfg.key())
+                                  flows=list(flow_objs), dtype=str(dtype), devices=n_dev, **cfg.key(),
+                                  **({} if isinstance(opt_map, GradientDescent)
+                                     else {"optimizer": repr(opt_map)}))
     t0 = time.perf_counter()
     carries, records, blocks, timers = _execute(
         problem, opt_map, flow_objs, lr_arr, x0_arr, cfg, batched=True,

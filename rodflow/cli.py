@@ -76,6 +76,17 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--no-figure", action="store_true", help="do not draw the figure")
+    g = p.add_argument_group("optimizer (the discrete run and the map the flows model)")
+    g.add_argument("--optimizer", default="gd",
+                   choices=("gd", "heavy-ball", "nesterov", "rmsprop", "adam", "nadam", "scalar-rmsprop",
+                            "scalar-adam"), help="default gd")
+    g.add_argument("--beta", type=float, default=None, help="momentum (heavy-ball, nesterov; default 0.9)")
+    g.add_argument("--beta1", type=float, default=None, help="first-moment decay (adam family; default 0.9)")
+    g.add_argument("--beta2", type=float, default=None,
+                   help="second-moment decay (default 0.999 adam family, 0.99 rmsprop)")
+    g.add_argument("--eps", type=float, default=None, help="adaptive optimisers' eps (default 1e-8)")
+    g.add_argument("--bias-correction", action=argparse.BooleanOptionalAction, default=None,
+                   help="bias correction (default: on for adam/nadam, off for rmsprop)")
     g = p.add_argument_group("rod flow")
     g.add_argument("--rod-solver", choices=SOLVERS, default=None, help="default euler")
     g.add_argument("--rod-dt", type=float, default=None, help="default 0.5 (initial step if adaptive)")
@@ -83,6 +94,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--rod-variant", choices=("exact", "taylor"), default=None)
     g.add_argument("--eps-floor", type=float, default=None,
                    help="noise floor (default: machine epsilon of the dtype; 0 disables)")
+    g.add_argument("--rod-smooth-nu", action="store_true", default=None,
+                   help="keep the second moment nu as a smooth variable (no rod component)")
     g = p.add_argument_group("stable flow")
     g.add_argument("--stable-solver", choices=SOLVERS, default=None, help="default tsit5")
     g.add_argument("--stable-rtol", type=float, default=None, help="default 1e-6")
@@ -96,7 +109,7 @@ def _flows(args) -> list:
         raise ValueError("`--flows` is empty; give e.g. `--flows discrete,stable,rod`.")
     resolve_flows(names)  # validates names
     rod_opts = dict(solver=_solver(args.rod_solver), dt=args.rod_dt, rtol=args.rod_rtol,
-                    variant=args.rod_variant, eps_floor=args.eps_floor)
+                    variant=args.rod_variant, eps_floor=args.eps_floor, smooth_nu=args.rod_smooth_nu)
     stable_opts = dict(solver=_solver(args.stable_solver), rtol=args.stable_rtol)
     out = []
     for n in names:
@@ -105,6 +118,13 @@ def _flows(args) -> list:
         opts = {"rod": rod_opts, "stable": stable_opts}.get(n, {})
         out.append(flow_from_options(n, **opts))
     return out
+
+
+def _optimizer(args):
+    from ._maps import make_map
+
+    return make_map(args.optimizer, beta=args.beta, beta1=args.beta1, beta2=args.beta2, eps=args.eps,
+                    bias_correction=args.bias_correction)
 
 
 def _cmd_compare(args, extra) -> int:
@@ -118,7 +138,7 @@ def _cmd_compare(args, extra) -> int:
     problem = problems.get(args.problem, **_problem_options(extra))
     out = args.out if args.out is not None else Path("runs") / args.problem
     result = compare(
-        problem, lr=args.lr, steps=args.steps, flows=_flows(args),
+        problem, lr=args.lr, steps=args.steps, flows=_flows(args), optimizer=_optimizer(args),
         sharpness_every=args.sharpness_every, top_k=args.top_k, eig_method=args.eig_method,
         chunk=args.chunk, save_every=args.save_every, out=out, resume=args.resume,
         progress=not args.no_progress, figure=not args.no_figure,
@@ -158,7 +178,7 @@ def _cmd_sweep(args, extra) -> int:
     problem = problems.get(args.problem, **_problem_options(extra))
     out = args.out if args.out is not None else Path("runs") / f"{args.problem}-sweep"
     result = sweep(
-        problem, lrs=lrs, seeds=seeds, steps=args.steps, flows=_flows(args),
+        problem, lrs=lrs, seeds=seeds, steps=args.steps, flows=_flows(args), optimizer=_optimizer(args),
         sharpness_every=args.sharpness_every, top_k=args.top_k, eig_method=args.eig_method,
         chunk=args.chunk, save_every=args.save_every, devices=args.devices, out=out,
         resume=args.resume, progress=not args.no_progress, figure=not args.no_figure,

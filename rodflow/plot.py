@@ -40,15 +40,19 @@ def plot_comparison(result, path: str | Path | None = None):
             axes[2].plot(s["step"][1:], s["rel_dist"][1:], color=c, lw=lw, label=label)
         axes[1].plot(s["sharpness_step"], s["sharpness"], color=c, lw=lw, label=label,
                      ls="-" if name == "discrete" else "--")
-    axes[1].axhline(metrics["threshold"], color="gray", ls=":", label=f"2/lr = {metrics['threshold']:.3g}")
+    axes[1].axhline(metrics["threshold"], color="gray", ls=":",
+                    label=f"threshold = {metrics['threshold']:.3g}")
     axes[0].set(yscale="log", xlabel="step", title="loss")
-    axes[1].set(xlabel="step", title="sharpness")
+    axes[1].set(xlabel="step", title="sharpness" if metrics.get("sharpness_kind", "hessian") == "hessian"
+                else "effective sharpness (of P^-1 H)")
     axes[2].set(yscale="log", xlabel="step", title="tracking error |c(t) - m_t| / |m_t - m_0|")
     for ax in axes:
         if onset is not None:
             ax.axvline(onset, color="gray", lw=0.8, alpha=0.5)
         ax.legend(fontsize=8)
-    fig.suptitle(f"{metrics['problem']}  lr={metrics['lr']:g}  ({metrics['dtype']})"
+    opt = metrics.get("optimizer", "gd")
+    opt = "" if opt == "gd" else f"{opt}  "
+    fig.suptitle(f"{metrics['problem']}  {opt}lr={metrics['lr']:g}  ({metrics['dtype']})"
                  + ("" if onset is None else f"  EoS from step {onset}"))
     fig.tight_layout()
     if path is not None:

@@ -14,14 +14,25 @@ from .._spectrum import top_eigenpairs
 
 
 class FlowArgs(eqx.Module):
-    """What a vector field needs besides `(t, y)`: the problem, the map and the step size."""
+    """What a vector field needs besides `(t, y)`: the problem, the map and the step size.
+
+    Flows live on the map's joint state `z` (`z = x` for GD): `delta(z, t)` is `F(z) - z` at
+    step `t` (only bias-corrected optimisers depend on `t`), `params(z)` the parameters of `z`,
+    `init_state(x0)` the state `z0` of a run started at `x0`.
+    """
 
     problem: Problem
     lr: Float[Array, ""]
     map: AbstractMap = GradientDescent()
 
-    def delta(self, x):
-        return self.map.delta(self.problem, x, self.lr)
+    def delta(self, x, t=None):
+        return self.map.delta(self.problem, x, self.lr, t)
+
+    def params(self, z):
+        return self.map.params(self.problem, z)
+
+    def init_state(self, x0):
+        return self.map.init_state(self.problem, x0, self.lr)
 
 
 class AbstractFlow(eqx.Module):
@@ -51,7 +62,8 @@ class AbstractFlow(eqx.Module):
 
     @abc.abstractmethod
     def centre(self, y: PyTree) -> Float[Array, " p"]:
-        """The point compared with GD's centre `m_t = (x_t + x_{t+1}) / 2`."""
+        """The point (in the map's state space `z`) whose parameters `args.params(centre(y))` are
+        compared with the discrete centre `m_t = (x_t + x_{t+1}) / 2`."""
 
     @abc.abstractmethod
     def predicted_loss(self, y: PyTree, args: FlowArgs) -> Float[Array, ""]:
@@ -61,11 +73,16 @@ class AbstractFlow(eqx.Module):
     def cost_per_rhs(self) -> dict[str, int]:
         """Gradient evaluations and Hessian-vector products per vector-field evaluation."""
 
-    def sharpness(self, y: PyTree, args: FlowArgs, U0, *, method: str = "auto", max_iters: int = 40):
-        """Predicted sharpness and updated eigenvector warm start. Default: top Hessian
-        eigenvalue at `centre(y)` by [`rodflow.top_eigenpairs`][]."""
-        vals, U = top_eigenpairs(args.problem.loss_flat, self.centre(y), U0, method=method,
-                                 max_iters=max_iters)
+    def sharpness(self, y: PyTree, args: FlowArgs, U0, t=None, *, method: str = "auto", max_iters: int = 40):
+        """Predicted (effective) sharpness and updated eigenvector warm start. Default: the map's
+        effective sharpness at `centre(y)` at time `t` (for GD the top Hessian eigenvalue by
+        [`rodflow.top_eigenpairs`][])."""
+        if isinstance(args.map, GradientDescent):
+            vals, U = top_eigenpairs(args.problem.loss_flat, self.centre(y), U0, method=method,
+                                     max_iters=max_iters)
+        else:
+            vals, U = args.map.sharpness(args.problem, self.centre(y), args.lr, U0, t, method=method,
+                                         max_iters=max_iters)
         return vals[0], U
 
     def extras(self, y: PyTree, args: FlowArgs) -> dict[str, Array]:

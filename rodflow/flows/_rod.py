@@ -47,6 +47,14 @@ class RodFlow(AbstractFlow):
     `dc/dt = delta(c) + (rho^2 / 2) D^2 delta(c)[v, v]` (for GD:
     `-eta [g(c) + (rho^2/2) grad_c (v . H(c) v)]`), `M = J_delta(c) v`.
 
+    **Optimisers with state.** The rod lives on the map's joint state `z = (params, state)`
+    (§2 of the design note: the exact rod map holds for any one-step map; polar form and noise
+    floor unchanged), and the map is evaluated at time `t + 1/2` (bias correction). With
+    `smooth_nu=True` the second moments `nu` (the last `map.n_smooth` entries of `z`) carry no
+    rod component: the rod lives on `(params, first moment)`, both ends share the smooth `nu`,
+    and `dnu/dt` is the mean of the ends' `nu` updates (`nu_at="ends"`, which keeps the
+    oscillation's `g^2`) or the update at the centre (`nu_at="centre"`, one more gradient).
+
     **Integration.** Default: explicit Euler with `dt = 0.5` (4 gradient evaluations per GD
     step), measured as accurate as Tsit5 on `mlp-digits` (see README and
     `benchmarks/results/`). `v` is renormalised inside the vector field, so solver drift off the
@@ -61,8 +69,12 @@ class RodFlow(AbstractFlow):
     variant: Literal["exact", "taylor"] = eqx.field(static=True, default="exact")
     eps_floor: float | None = None
     rho_switch: float | None = None
+    smooth_nu: bool = eqx.field(static=True, default=False)
+    nu_at: Literal["ends", "centre"] = eqx.field(static=True, default="ends")
 
     def __check_init__(self):
+        if self.nu_at not in ("ends", "centre"):
+            raise ValueError(f"`nu_at` must be 'ends' or 'centre', got {self.nu_at!r}.")
         check_solver_config(self)
         if self.variant not in ("exact", "taylor"):
             raise ValueError(f"`variant` must be 'exact' or 'taylor', got {self.variant!r}.")
@@ -82,69 +94,101 @@ class RodFlow(AbstractFlow):
         """`s_min = log(eps_floor |c|)` (`-inf` when the floor is disabled)."""
         return jnp.log(self._eps_floor(c.dtype) * jnp.linalg.norm(c))
 
-    def rod_terms(self, c, rho, v, args: FlowArgs):
-        """`(A, M)`: mean step of the rod's ends and rod-averaged Jacobian of delta along v."""
+    def rod_terms(self, c, rho, v, args: FlowArgs, t=None, w=None):
+        """`(A, M)`: mean step of the rod's ends and rod-averaged Jacobian of delta along v
+        (see [`rod_terms_nu`][] for the smooth-`nu` variant)."""
+        a, m, _ = self.rod_terms_nu(c, rho, v, args, t, w)
+        return a, m
+
+    def rod_terms_nu(self, c, rho, v, args: FlowArgs, t=None, w=None):
+        """`(A, M, dnu)`; `w` is the smooth second moment (`None`: the rod is on all of `z`)."""
+        n = c.shape[0]
+        n_w = 0 if w is None else w.shape[0]
+        if w is None:
+            def delta(x):
+                return args.delta(x, t), jnp.zeros((0,), c.dtype)
+        else:
+            def delta(x):
+                d = args.delta(jnp.concatenate([x, w]), t)
+                return d[:n], d[n:]
 
         def small(_):
-            return jax.jvp(args.delta, (c,), (v,))
+            (a0, w0), (m, _) = jax.jvp(delta, (c,), (v,))
+            return a0, m, w0
 
         def finite(_):
-            dp, dm = args.delta(c + rho * v), args.delta(c - rho * v)
-            return 0.5 * (dp + dm), (dp - dm) / (2.0 * rho)
+            (dp, wp), (dm, wm) = delta(c + rho * v), delta(c - rho * v)
+            return 0.5 * (dp + dm), (dp - dm) / (2.0 * rho), 0.5 * (wp + wm)
 
         if self.variant == "taylor":
-            a0, m = small(None)
-            return a0 + 0.5 * rho**2 * directional_second(args.delta, c, v), m
-        # Two gated branches rather than `lax.cond`: under `vmap` (sweeps) a branch is only
-        # evaluated when some lane of the batch needs it.
-        big = rho > self._rho_switch(c)
-        zeros = (jnp.zeros_like(c), jnp.zeros_like(c))
-        a_fd, m_fd = gated(big, lambda: finite(None), zeros)
-        a_hv, m_hv = gated(~big, lambda: small(None), zeros)
-        return jnp.where(big, a_fd, a_hv), jnp.where(big, m_fd, m_hv)
+            a0, m, w0 = small(None)
+            a = a0 + 0.5 * rho**2 * directional_second(lambda x: delta(x)[0], c, v)
+        else:
+            # Two gated branches rather than `lax.cond`: under `vmap` (sweeps) a branch is only
+            # evaluated when some lane of the batch needs it.
+            big = rho > self._rho_switch(c)
+            zeros = (jnp.zeros_like(c), jnp.zeros_like(c), jnp.zeros((n_w,), c.dtype))
+            fd = gated(big, lambda: finite(None), zeros)
+            hv = gated(~big, lambda: small(None), zeros)
+            a, m, w0 = (jnp.where(big, p, q) for p, q in zip(fd, hv))
+        if w is not None and self.nu_at == "centre":
+            w0 = delta(c)[1]
+        return a, m, w0
 
     # -- AbstractFlow ----------------------------------------------------------------------------
     def init(self, x0, args: FlowArgs):
-        d0 = args.delta(x0)
+        z0 = args.init_state(x0)
+        d0 = args.delta(z0, 0.0)
+        w0 = None
+        if self.smooth_nu:
+            n = z0.shape[0] - args.map.n_smooth(args.problem)
+            w0 = z0[n:] + 0.5 * d0[n:]
+            z0, d0 = z0[:n], d0[:n]
         norm = jnp.linalg.norm(d0)
-        c0 = x0 + 0.5 * d0
-        fallback = jr.normal(jr.PRNGKey(0), x0.shape, x0.dtype)
+        c0 = z0 + 0.5 * d0
+        fallback = jr.normal(jr.PRNGKey(0), z0.shape, z0.dtype)
         v0 = jnp.where(norm > 0, d0 / jnp.where(norm > 0, norm, 1.0),
                        fallback / jnp.linalg.norm(fallback))
         s0 = jnp.where(norm > 0, jnp.log(jnp.where(norm > 0, 0.5 * norm, 1.0)), self.log_floor(c0))
-        return c0, s0, v0
+        return (c0, s0, v0) if w0 is None else (c0, s0, v0, w0)
 
     def vector_field(self, t, y, args: FlowArgs):
-        c, s, v = y
+        c, s, v = y[:3]
+        w = y[3] if len(y) > 3 else None
         v = v / jnp.linalg.norm(v)
         rho = jnp.exp(s)
-        a, m = self.rod_terms(c, rho, v, args)
+        a, m, dw = self.rod_terms_nu(c, rho, v, args, t + 0.5, w)
         q = jnp.vdot(v, m)
         ds = -2.0 - q
         ds = jnp.where((s <= self.log_floor(c)) & (ds < 0), jnp.zeros_like(ds), ds)
-        return a, ds, -(m - q * v)
+        out = (a, ds, -(m - q * v))
+        return out if w is None else out + (dw,)
 
     def centre(self, y):
-        return y[0]
+        return y[0] if len(y) == 3 else jnp.concatenate([y[0], y[3]])
 
     def ends(self, y):
-        c, s, v = y
+        c, s, v = y[:3]
         r = jnp.exp(s) * v / jnp.linalg.norm(v)
-        return c + r, c - r
+        if len(y) == 3:
+            return c + r, c - r
+        return jnp.concatenate([c + r, y[3]]), jnp.concatenate([c - r, y[3]])
 
     def predicted_loss(self, y, args: FlowArgs):
         plus, minus = self.ends(y)
-        return 0.5 * (args.problem.loss_flat(plus) + args.problem.loss_flat(minus))
+        return 0.5 * (args.problem.loss_flat(args.params(plus)) + args.problem.loss_flat(args.params(minus)))
 
-    def curvature(self, y, args: FlowArgs):
-        """Rod curvature `kappa` in units of the map's threshold (`-q / lr`; for GD `v . D`)."""
-        c, s, v = y
+    def curvature(self, y, args: FlowArgs, t=None):
+        """Rod curvature `kappa` in units of the map's threshold (`-q / lr` for GD, i.e. `v . D`;
+        `(-q/2) * threshold(lr)` in general: the rod grows iff it exceeds the threshold)."""
+        c, s, v = y[:3]
+        w = y[3] if len(y) > 3 else None
         v = v / jnp.linalg.norm(v)
-        _, m = self.rod_terms(c, jnp.exp(s), v, args)
-        return -jnp.vdot(v, m) / args.lr
+        _, m, _ = self.rod_terms_nu(c, jnp.exp(s), v, args, None if t is None else t + 0.5, w)
+        return args.map.rod_sharpness(jnp.vdot(v, m), args.lr)
 
-    def sharpness(self, y, args: FlowArgs, U0, **kwargs):
-        return self.curvature(y, args), U0
+    def sharpness(self, y, args: FlowArgs, U0, t=None, **kwargs):
+        return self.curvature(y, args, t), U0
 
     def extras(self, y, args: FlowArgs):
         return {"rho": jnp.exp(y[1])}

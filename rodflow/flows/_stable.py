@@ -12,8 +12,14 @@ class StableFlow(AbstractFlow):
 
     $$\frac{dw}{dt} = -\eta\, \nabla L(w),$$
 
-    with time in steps. It starts at GD's first centre `m_0 = (x_0 + x_1)/2`, the same point as
-    the rod's centre, so every flow is compared with GD from the same state.
+    with time in steps. For an optimiser with state it is `dz/dt = delta(z, t + 1/2)` on the
+    joint state `z = (params, state)` (the map at the centre's time, between steps `t` and
+    `t + 1`): for heavy ball (optax's `m_{k+1} = g + beta m_k`) `x' = -lr (g + beta m)`,
+    `m' = g - (1 - beta) m`, a damped second-order flow (friction `1 - beta`) without the
+    oscillation; for Adam `x' = -lr mu_hat / (sqrt(nu_hat) + eps)` with `mu` and `nu` relaxing
+    towards `g` and `g^2` at rates `1 - beta1`, `1 - beta2`. It starts at the first centre
+    `(z_0 + z_1)/2`, the same point as the rod's centre, so every flow is compared with the
+    discrete run from the same state.
 
     Default integrator: `Tsit5` with `rtol = 1e-6` (adaptive): gradient flow can become stiff
     once its sharpness passes `2/lr`, where a fixed-step Euler scheme would be GD itself.
@@ -29,16 +35,17 @@ class StableFlow(AbstractFlow):
         check_solver_config(self)
 
     def init(self, x0, args: FlowArgs):
-        return x0 + 0.5 * args.delta(x0)
+        z0 = args.init_state(x0)
+        return z0 + 0.5 * args.delta(z0, 0.0)
 
     def vector_field(self, t, y, args: FlowArgs):
-        return args.delta(y)
+        return args.delta(y, t + 0.5)
 
     def centre(self, y):
         return y
 
     def predicted_loss(self, y, args: FlowArgs):
-        return args.problem.loss_flat(y)
+        return args.problem.loss_flat(args.params(y))
 
     def cost_per_rhs(self):
         return {"grads": 1, "hvps": 0}
