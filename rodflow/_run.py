@@ -13,17 +13,14 @@ same compiled program serves every `lr` (and `jax.vmap` over `lr` works).
 
 from __future__ import annotations
 
-import inspect
-
 import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import optax
 
-from ._maps import AbstractMap, GradientDescent
+from ._maps import AbstractMap
 from ._problem import Problem
-from ._spectrum import top_eigenpairs
 from .flows._base import AbstractFlow, FlowArgs
 
 
@@ -80,12 +77,11 @@ def discrete_chunk(problem: Problem, opt_map: AbstractMap, lr, carry, k0, n_last
 
     def block(state, b):
         x, opt_state, U, x_final = state
-        if isinstance(opt_map, GradientDescent):
-            vals, U = top_eigenpairs(loss_fn, x, U, method=eig.method, max_iters=eig.max_iters)
-        else:  # effective sharpness of the optimiser (e.g. of P^{-1} H for Adam) at step k
-            vals, U = opt_map.sharpness(problem, opt_map.pack(problem, x, opt_state), lr, U,
-                                        (k0 + b * every).astype(x.dtype), method=eig.method,
-                                        max_iters=eig.max_iters)
+        # the optimiser's effective sharpness at step k (for GD the top Hessian eigenvalue; for
+        # Adam that of P^{-1} H)
+        vals, U = opt_map.sharpness(problem, opt_map.pack(problem, x, opt_state), lr, U,
+                                    (k0 + b * every).astype(x.dtype), method=eig.method,
+                                    max_iters=eig.max_iters)
         out = {"sharpness": vals, "snapshot": x if snapshots else None}
         ks = k0 + b * every + jnp.arange(every)
         (x, opt_state, x_final), (recs, ms) = jax.lax.scan(step, (x, opt_state, x_final), ks)
@@ -134,11 +130,8 @@ def flow_chunk(flow: AbstractFlow, args: FlowArgs, carry, k0, n_last, centres, *
     def block(state, b):
         y, U, y_final, num_steps = state
         kb = k0 + b * every
-        if "t" in inspect.signature(flow.sharpness).parameters:
-            sharp, U = flow.sharpness(y, args, U, jnp.asarray(kb, dtype), method=eig.method,
-                                      max_iters=eig.max_iters)
-        else:
-            sharp, U = flow.sharpness(y, args, U, method=eig.method, max_iters=eig.max_iters)
+        sharp, U = flow.sharpness(y, args, U, jnp.asarray(kb, dtype), method=eig.method,
+                                  max_iters=eig.max_iters)
         ms = jax.lax.dynamic_slice_in_dim(centres, b * every, every)
         t0 = jnp.asarray(kb, dtype)
         ts = t0 + jnp.arange(every, dtype=dtype)

@@ -10,7 +10,6 @@ from jaxtyping import Array, Float, PyTree
 
 from .._maps import AbstractMap, GradientDescent
 from .._problem import Problem
-from .._spectrum import top_eigenpairs
 
 
 class FlowArgs(eqx.Module):
@@ -77,12 +76,8 @@ class AbstractFlow(eqx.Module):
         """Predicted (effective) sharpness and updated eigenvector warm start. Default: the map's
         effective sharpness at `centre(y)` at time `t` (for GD the top Hessian eigenvalue by
         [`rodflow.top_eigenpairs`][])."""
-        if isinstance(args.map, GradientDescent):
-            vals, U = top_eigenpairs(args.problem.loss_flat, self.centre(y), U0, method=method,
+        vals, U = args.map.sharpness(args.problem, self.centre(y), args.lr, U0, t, method=method,
                                      max_iters=max_iters)
-        else:
-            vals, U = args.map.sharpness(args.problem, self.centre(y), args.lr, U0, t, method=method,
-                                         max_iters=max_iters)
         return vals[0], U
 
     def extras(self, y: PyTree, args: FlowArgs) -> dict[str, Array]:
