@@ -9,7 +9,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -457,4 +456,3 @@ def flow_from_options(name: str, **opts) -> AbstractFlow:
     return cls(**{k: v for k, v in opts.items() if k in fields and v is not None})
 
 
-_ = eqx  # re-exported types live in flows/
