@@ -27,10 +27,14 @@ from ._sweep import SweepResult as SweepResult
 from ._sweep import sweep as sweep
 from .flows import AbstractFlow as AbstractFlow
 from .flows import CentralFlow as CentralFlow
+from .flows import MomentumRodFlow as MomentumRodFlow
+from .flows import MomentumStableFlow as MomentumStableFlow
 from .flows import RodFlow as RodFlow
 from .flows import StableFlow as StableFlow
 
 register_flow("central", CentralFlow)
+register_flow("stable-momentum", MomentumStableFlow)
+register_flow("rod-momentum", MomentumRodFlow)
 
 try:
     __version__ = importlib.metadata.version("rodflow")
