@@ -10,6 +10,7 @@ summary figure (mean EoS tracking error of each flow per problem) is written bes
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import sys
 import time
@@ -26,6 +27,8 @@ def main(argv=None):
     ap.add_argument("--x64", action="store_true")
     ap.add_argument("--problems", default=None, help="comma-separated subset (default: all real ones)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/eos_tracking.json"))
+    ap.add_argument("--fresh", action="store_true",
+                    help="start a new results file instead of adding these problems to the existing one")
     args = ap.parse_args(argv)
     if args.x64:
         jax.config.update("jax_enable_x64", True)
@@ -42,9 +45,13 @@ def main(argv=None):
              if n not in TOYS and "data_dir" not in options(n)]
     if args.problems:
         names = [n for n in args.problems.split(",") if n]
-    results = {"command": "python " + " ".join(sys.argv), "jax": jax.__version__,
-               "device": str(jax.devices()[0]), "machine": platform.machine(), "steps": args.steps,
+    command = "python " + " ".join(sys.argv)
+    results = {"jax": jax.__version__, "device": str(jax.devices()[0]), "machine": platform.machine(),
                "runs": {}}
+    if args.out.exists() and not args.fresh:
+        # One problem per command on a small machine: keep the others' runs (each records the
+        # command that produced it).
+        results["runs"].update(json.loads(args.out.read_text()).get("runs", {}))
     for name in names:
         problem = rodflow.problems.get(name)
         t = time.perf_counter()
@@ -53,6 +60,7 @@ def main(argv=None):
         m = r.metrics
         m["total_s"] = time.perf_counter() - t
         m["n_params"] = problem.dim
+        m["command"] = command
         results["runs"][name] = m
         f = m["flows"]
         ratio = (None if f["rod"]["rel_dist_mean_eos"] is None or not f["stable"]["rel_dist_mean_eos"]
@@ -61,6 +69,7 @@ def main(argv=None):
         print(f"{name}: onset {m['eos_onset_step']}, rod/stable = {ratio}", flush=True)
         write_json(args.out, results)  # after every problem: nothing lost if interrupted
 
+    names = list(results["runs"])
     fig, ax = plt.subplots(figsize=(1.6 * len(names) + 3, 4))
     xs = range(len(names))
     for off, flow, color in ((-0.2, "stable", "tab:blue"), (0.2, "rod", "tab:red")):
@@ -68,7 +77,7 @@ def main(argv=None):
         ax.bar([x + off for x in xs], vals, width=0.4, color=color, label=flow)
     ax.set_xticks(list(xs), names, rotation=20)
     ax.set(yscale="log", ylabel="mean tracking error during EoS",
-           title=f"GD vs flows at each problem's EoS step size ({args.steps} steps)")
+           title="GD vs flows at each problem's EoS step size")
     ax.legend()
     fig.tight_layout()
     fig.savefig(args.out.with_suffix(".png"), dpi=110)

@@ -14,6 +14,7 @@ the solver's step count and each flow's `cost_per_rhs`, an HVP counted as 2 grad
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import statistics
 import sys
@@ -32,6 +33,8 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--x64", action="store_true")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/flows_cost_accuracy.json"))
+    ap.add_argument("--fresh", action="store_true",
+                    help="start a new results file instead of adding these problems to the existing one")
     args = ap.parse_args(argv)
     if args.x64:
         jax.config.update("jax_enable_x64", True)
@@ -46,9 +49,13 @@ def main(argv=None):
 
     flows = {"stable": StableFlow(), "central": CentralFlow(), "rod": RodFlow(),
              "rod_taylor": RodFlow(variant="taylor")}
-    results = {"command": "python " + " ".join(sys.argv), "jax": jax.__version__,
-               "device": str(jax.devices()[0]), "machine": platform.machine(),
-               "repeats": args.repeats, "problems": {}}
+    command = "python " + " ".join(sys.argv)
+    results = {"jax": jax.__version__, "device": str(jax.devices()[0]), "machine": platform.machine(),
+               "problems": {}}
+    if args.out.exists() and not args.fresh:
+        # Problems are run one command at a time on a small machine: keep the others' results, each
+        # with the command that produced it.
+        results["problems"].update(json.loads(args.out.read_text()).get("problems", {}))
     names = [n for n in args.problems.split(",") if n]
     for name in names:
         problem = rodflow.problems.get(name)
@@ -84,7 +91,8 @@ def main(argv=None):
                 "rod_over_stable_rel_dist": rod["rel_dist_mean_eos"] / per["stable"]["rel_dist_mean_eos"],
                 "central_over_stable_rel_dist": cen["rel_dist_mean_eos"] / per["stable"]["rel_dist_mean_eos"],
             }
-        results["problems"][name] = {"lr": problem.lr_hint, "steps": steps, "dim": problem.dim,
+        results["problems"][name] = {"command": command, "repeats": args.repeats,
+                                     "lr": problem.lr_hint, "steps": steps, "dim": problem.dim,
                                      "dtype": r.metrics["dtype"],
                                      "eos_onset_step": r.metrics["eos_onset_step"], "flows": per,
                                      "checks": checks, "total_s": time.perf_counter() - t0}

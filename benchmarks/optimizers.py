@@ -1,14 +1,18 @@
 """Optimisers with state (issue 6): the discrete optimiser vs its stable flow vs Rod Flow on z.
 
-    python benchmarks/optimizers.py [--steps 1000] [--only adam,nadam]
+    python benchmarks/optimizers.py [--problem mlp-digits] [--steps 1000] [--only adam,nadam]
         [--out benchmarks/results/optimizers.json]
+    python benchmarks/optimizers.py --problem mlp-teacher --search   # pick each optimiser's lr
 
 `mlp-digits` (float64, the default network), one step size per optimiser at which it reaches its
 edge of stability (the effective sharpness reaches `threshold(lr)`; step sizes found by short
 discrete runs, see the `search` notes in the JSON). Flows: `stable` (`dz/dt = delta(z)`),
-`rod` (Rod Flow on the joint state z), and for optimisers with a second moment `rod_smooth_nu`
-(nu smooth, driven by the rod's ends) and `rod_nu_centre` (nu driven at the centre).
-Acceptance asked by the issue: `rel_dist_mean_eos(rod) <= 0.5 * rel_dist_mean_eos(stable)`.
+`rod` (Rod Flow on the joint state z), for optimisers with a second moment `rod_smooth_nu`
+(nu smooth, driven by the rod's ends) and `rod_nu_centre` (nu driven at the centre), and for
+heavy ball the second-order pair `stable_momentum` / `rod_momentum`. Other problems (`--problem`)
+go into the same JSON under keys `problem:optimizer`.
+Acceptance asked by the issue: `rel_dist_mean_eos(rod) <= 0.5 * rel_dist_mean_eos(stable)`; the
+JSON reports each rod's ratio to the plain `stable` flow and to the best stable flow of the run.
 """
 
 from __future__ import annotations
@@ -27,12 +31,12 @@ jax.config.update("jax_enable_x64", True)
 import numpy as np  # noqa: E402
 
 import rodflow  # noqa: E402
-from rodflow import RodFlow, StableFlow  # noqa: E402
+from rodflow import MomentumRodFlow, MomentumStableFlow, RodFlow, StableFlow  # noqa: E402
 from rodflow._io import write_json  # noqa: E402
 from rodflow._maps import make_map  # noqa: E402
 
-# optimiser -> step size at its edge of stability on mlp-digits (default options of each map)
-RUNS = {
+# problem -> optimiser -> step size at its edge of stability (default options of each map)
+RUNS = {"mlp-digits": {
     "gd": 0.07,
     "heavy-ball": 0.1,
     "nesterov": 0.04,
@@ -41,11 +45,26 @@ RUNS = {
     "nadam": 1e-3,
     "scalar-rmsprop": 3e-4,
     "scalar-adam": 3e-3,
-}
+}, "mlp-teacher": {
+    # from `--problem mlp-teacher --search` (1000 steps, float64); heavy ball (beta 0.9) has no
+    # step size with a stable EoS here: 0.53 never reaches it, 0.54 reaches it at step 40 and
+    # diverges at step 223 (0.55-1.0 diverge too).
+    "gd": 0.35,
+    "nesterov": 0.25,
+    "rmsprop": 3e-4,
+    "adam": 0.05,
+    "nadam": 3e-3,
+    "scalar-rmsprop": 3e-4,
+    "scalar-adam": 1e-2,
+}}
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser()
+    ap.add_argument("--problem", default="mlp-digits")
+    ap.add_argument("--search", action="store_true",
+                    help="discrete-only sweeps over a step-size grid per optimiser; print the onsets")
+    ap.add_argument("--grid", action="append", default=[], help="with --search: NAME=lr1,lr2,...")
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--sharpness-every", type=int, default=20)
     ap.add_argument("--only", default=None, help="comma-separated optimiser names")
@@ -58,23 +77,25 @@ def main(argv=None):
         plot(results, args.out.with_suffix(".png"))
         print(summary(results))
         return
-    runs = dict(RUNS)
+    if args.search:
+        search(args)
+        return
+    runs = dict(RUNS.get(args.problem, {}))
     for item in args.lr:
         k, v = item.split("=")
         runs[k] = float(v)
     names = args.only.split(",") if args.only else list(runs)
     prev = json.loads(args.out.read_text()) if args.out.exists() else {}
+    command = "python " + " ".join(sys.argv)
     results = {
-        "command": "python " + " ".join(sys.argv),
         "jax": jax.__version__,
         "device": str(jax.devices()[0]),
         "machine": platform.machine(),
-        "steps": args.steps,
-        "problem": "mlp-digits",
         "dtype": "float64",
         "runs": prev.get("runs", {}),
+        "notes": prev.get("notes", {}),
     }
-    problem = rodflow.problems.get("mlp-digits")
+    problem = rodflow.problems.get(args.problem)
     for name in names:
         lr = runs[name]
         opt = make_map(name)
@@ -82,6 +103,9 @@ def main(argv=None):
         if opt.n_smooth(problem):
             flows["rod_smooth_nu"] = RodFlow(smooth_nu=True)
             flows["rod_nu_centre"] = RodFlow(smooth_nu=True, nu_at="centre")
+        if name == "heavy-ball":
+            flows["stable_momentum"] = MomentumStableFlow()
+            flows["rod_momentum"] = MomentumRodFlow()
         t0 = time.perf_counter()
         r = rodflow.compare(
             problem,
@@ -96,7 +120,12 @@ def main(argv=None):
         m = r.metrics
         fl = m["flows"]
         d_stable = fl["stable"]["rel_dist_mean_eos"]
+        stables = [fl[f]["rel_dist_mean_eos"] for f in flows if f.startswith("stable")]
+        d_best = min((d for d in stables if d is not None), default=None)
         entry = {
+            "command": command,
+            "problem": args.problem,
+            "steps": args.steps,
             "lr": lr,
             "optimizer": name,
             "options": m["optimizer_options"],
@@ -123,7 +152,8 @@ def main(argv=None):
             if f.startswith("rod"):
                 d = fl[f]["rel_dist_mean_eos"]
                 entry["flows"][f]["ratio_to_stable"] = None if d is None or not d_stable else d / d_stable
-                entry["flows"][f]["accept"] = bool(d is not None and d_stable and d <= 0.5 * d_stable)
+                entry["flows"][f]["ratio_to_best_stable"] = None if d is None or not d_best else d / d_best
+                entry["flows"][f]["accept"] = bool(d is not None and d_best and d <= 0.5 * d_best)
         entry["series"] = {
             f: {
                 "step": r.series[f]["step"][1:].tolist()[::5],
@@ -138,7 +168,7 @@ def main(argv=None):
             "sharpness_step": d["sharpness_step"].tolist(),
             "sharpness_over_threshold": (d["sharpness"] / m["threshold"]).tolist(),
         }
-        results["runs"][name] = entry
+        results["runs"][name if args.problem == "mlp-digits" else f"{args.problem}:{name}"] = entry
         print(f"== {name} lr={lr:g} ({total:.0f} s)\n{r.table()}", flush=True)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         write_json(args.out, results)
@@ -146,25 +176,68 @@ def main(argv=None):
     print(summary(results))
 
 
+SEARCH_GRID = {
+    "gd": [0.02, 0.05, 0.1, 0.2, 0.4, 0.8],
+    "heavy-ball": [0.005, 0.01, 0.02, 0.05, 0.1, 0.2],
+    "nesterov": [0.005, 0.01, 0.02, 0.05, 0.1, 0.2],
+    "rmsprop": [1e-4, 3e-4, 1e-3, 3e-3],
+    "adam": [3e-4, 1e-3, 3e-3, 1e-2],
+    "nadam": [3e-4, 1e-3, 3e-3, 1e-2],
+    "scalar-rmsprop": [1e-4, 3e-4, 1e-3, 3e-3],
+    "scalar-adam": [3e-4, 1e-3, 3e-3, 1e-2],
+}
+
+
+def search(args):
+    """Discrete-only sweeps (one compiled program per optimiser) over `SEARCH_GRID`: the EoS onset,
+    the peak effective sharpness over the threshold and divergence of each step size."""
+    problem = rodflow.problems.get(args.problem)
+    grid = dict(SEARCH_GRID)
+    for item in args.grid:
+        k, v = item.split("=")
+        grid[k] = [float(x) for x in v.split(",")]
+    names = args.only.split(",") if args.only else list(grid)
+    for name in names:
+        res = rodflow.sweep(problem, lrs=grid[name], steps=args.steps, flows=("discrete",),
+                            optimizer=make_map(name), sharpness_every=args.sharpness_every, figure=False)
+        for run in res.metrics["runs"]:
+            d = run["flows"]["discrete"]
+            print(f"{args.problem} {name:<15} lr {run['lr']:<8g} onset {str(run['eos_onset_step']):>5}  "
+                  f"sharpness/threshold mean EoS {_fmt(d.get('sharpness_mean_eos'), d.get('threshold'))}  "
+                  f"diverged {d.get('diverged_at')}", flush=True)
+
+
+def _fmt(s, thr):
+    return "-" if s is None or not thr else f"{s / thr:.3f}"
+
+
+ROD_FLOWS = ("rod", "rod_smooth_nu", "rod_nu_centre", "rod_momentum")
+STABLE_FLOWS = ("stable", "stable_momentum")
+
+
 def summary(results) -> str:
-    lines = [
-        f"{'optimizer':<15}{'lr':>9}{'onset':>7}{'stable':>10}{'rod':>10}{'rod/st':>8}"
-        f"{'smooth-nu':>11}{'/st':>7}{'nu@centre':>11}{'/st':>7}{'t_disc':>8}{'t_stab':>8}{'t_rod':>8}"
-    ]
+    """A Markdown table: mean EoS tracking error of every flow, and the best rod over the best
+    stable flow of the same run (the acceptance ratio, at most 0.5 to pass)."""
+    cols = STABLE_FLOWS + ROD_FLOWS
+    lines = ["| run | lr | onset | " + " | ".join(cols) + " | best rod / best stable | t_disc | t_rod |",
+             "|---" * (len(cols) + 6) + "|"]
     for name, e in results["runs"].items():
         fl = e["flows"]
 
-        def g(f, k):
-            v = fl.get(f, {}).get(k)
+        def d(f):
+            return fl.get(f, {}).get("rel_dist_mean_eos")
+
+        def fmt(v):
             return "-" if v is None else (f"{v:.3g}" if isinstance(v, float) else str(v))
 
-        lines.append(
-            f"{name:<15}{e['lr']:>9g}{str(e['eos_onset_step']):>7}{g('stable', 'rel_dist_mean_eos'):>10}"
-            f"{g('rod', 'rel_dist_mean_eos'):>10}{g('rod', 'ratio_to_stable'):>8}"
-            f"{g('rod_smooth_nu', 'rel_dist_mean_eos'):>11}{g('rod_smooth_nu', 'ratio_to_stable'):>8}"
-            f"{g('rod_nu_centre', 'rel_dist_mean_eos'):>11}{g('rod_nu_centre', 'ratio_to_stable'):>8}"
-            f"{g('discrete', 'wall_s'):>8}{g('stable', 'wall_s'):>8}{g('rod', 'wall_s'):>8}"
-        )
+        stable = [d(f) for f in STABLE_FLOWS if d(f) is not None]
+        rods = [d(f) for f in ROD_FLOWS if d(f) is not None]
+        diverged = [f for f in ROD_FLOWS if fl.get(f, {}).get("diverged_at") is not None]
+        ratio = min(rods) / min(stable) if rods and stable else None
+        cells = [fmt(d(f)) if f not in diverged else f"diverged at {fl[f]['diverged_at']}" for f in cols]
+        walls = f"{fmt(fl['discrete'].get('wall_s'))} | {fmt(fl['rod'].get('wall_s'))}"
+        lines.append(f"| {name} | {e['lr']:g} | {e['eos_onset_step']} | " + " | ".join(cells)
+                     + f" | {fmt(ratio)} | {walls} |")
     return "\n".join(lines)
 
 
@@ -214,7 +287,7 @@ def plot(results, path):
         xlabel="step", yscale="log", ylim=(1e-4, 10), title="tracking error d(t): rod solid, stable dotted"
     )
     axes[2].legend(fontsize=7)
-    fig.suptitle(f"mlp-digits float64, {results['steps']} steps: optimisers with state")
+    fig.suptitle("optimisers with state, float64 (mlp-digits; mlp-teacher as 'mlp-teacher:NAME')")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
