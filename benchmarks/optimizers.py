@@ -9,7 +9,7 @@ edge of stability (the effective sharpness reaches `threshold(lr)`; step sizes f
 discrete runs, see the `search` notes in the JSON). Flows: `stable` (`dz/dt = delta(z)`),
 `rod` (Rod Flow on the joint state z), for optimisers with a second moment `rod_smooth_nu`
 (nu smooth, driven by the rod's ends) and `rod_nu_centre` (nu driven at the centre), and for
-heavy ball the second-order pair `stable_momentum` / `rod_momentum`. Other problems (`--problem`)
+heavy ball and Adam the second-order pair `stable_momentum` / `rod_momentum`. Other problems (`--problem`)
 go into the same JSON under keys `problem:optimizer`.
 Acceptance asked by the issue: `rel_dist_mean_eos(rod) <= 0.5 * rel_dist_mean_eos(stable)`; the
 JSON reports each rod's ratio to the plain `stable` flow and to the best stable flow of the run.
@@ -103,7 +103,7 @@ def main(argv=None):
         if opt.n_smooth(problem):
             flows["rod_smooth_nu"] = RodFlow(smooth_nu=True)
             flows["rod_nu_centre"] = RodFlow(smooth_nu=True, nu_at="centre")
-        if name == "heavy-ball":
+        if name in ("heavy-ball", "adam"):
             flows["stable_momentum"] = MomentumStableFlow()
             flows["rod_momentum"] = MomentumRodFlow()
         t0 = time.perf_counter()

@@ -61,7 +61,7 @@ def test_rod_momentum_enters_eos_on_a_quadratic_above_threshold():
     flow = MomentumRodFlow()
     args = rodflow.flows.FlowArgs(problem=p, lr=jnp.asarray(lr), map=HeavyBall(beta=beta))
     y = flow.init(p.x0, args)
-    y = (y[0], y[1], jnp.log(1e-3), jnp.array([1.0, 0.0]))  # a rod along the sharp direction
+    y = (y[0], y[1], jnp.log(1e-3), jnp.array([1.0, 0.0]), y[4])  # a rod along the sharp direction
     ds = flow.vector_field(0.0, y, args)[2]
     assert float(ds) == pytest.approx(float(alternating_rate(lr * lam, beta)), rel=1e-6)
     assert float(flow.curvature(y, args)) == pytest.approx(lam, rel=1e-6)
@@ -69,7 +69,7 @@ def test_rod_momentum_enters_eos_on_a_quadratic_above_threshold():
 
 def test_momentum_flows_reject_other_optimizers_and_accept_gd():
     p = rodflow.problems.get("eos-toy")
-    with pytest.raises(ValueError, match="heavy-ball"):
+    with pytest.raises(ValueError, match="Nesterov"):
         rodflow.compare(p, lr=0.1, steps=5, optimizer=Nesterov(), flows=["stable-momentum"], figure=False)
     # GD is heavy ball with beta = 0: the rod grows at log|1 - a| (GD's a - 2 to first order).
     lam, lr = 25.0, 0.1
@@ -77,7 +77,7 @@ def test_momentum_flows_reject_other_optimizers_and_accept_gd():
     args = rodflow.flows.FlowArgs(problem=q, lr=jnp.asarray(lr), map=GradientDescent())
     flow = MomentumRodFlow()
     y = flow.init(q.x0, args)
-    y = (y[0], y[1], jnp.log(1e-3), jnp.array([1.0, 0.0]))
+    y = (y[0], y[1], jnp.log(1e-3), jnp.array([1.0, 0.0]), y[4])
     assert float(flow.vector_field(0.0, y, args)[2]) == pytest.approx(np.log(lr * lam - 1.0), rel=1e-6)
 
 
@@ -93,3 +93,29 @@ def test_momentum_rod_vmaps_over_lr():
     batched = jax.vmap(rhs)(lrs)
     for i, lr in enumerate(lrs):
         np.testing.assert_allclose(batched[i], rhs(lr), rtol=1e-12)
+
+
+def test_adam_family_coefficients_and_first_step():
+    """Adam is heavy ball with momentum `beta1 B(k-1)/B(k)`, step `lr (1 - beta1)/B(k)` and a
+    preconditioner; the flows start from the optimiser's own first step."""
+    from rodflow.flows._momentum import _Family, _start
+
+    adam = rodflow.Adam(beta1=0.9, beta2=0.999, eps=1e-8)
+    fam = _Family.of(adam)
+    beta0, lr0 = fam.coefficients(0.01, 0.0)
+    assert float(beta0) == pytest.approx(0.0) and float(lr0) == pytest.approx(0.01)  # first step: no momentum
+    beta, lr_k = fam.coefficients(0.01, 500.0)
+    assert float(beta) == pytest.approx(0.9, rel=1e-9) and float(lr_k) == pytest.approx(0.001, rel=1e-9)
+    assert _Family.of(rodflow.RMSProp()).coefficients(0.01, 3.0) == (0.0, 0.01)
+    p = _quadratic([0.5, 2.0])
+    args = rodflow.flows.FlowArgs(problem=p, lr=jnp.asarray(0.01), map=adam)
+    d, nu = _start(args, p.x0)
+    g = jax.grad(p.loss_flat)(p.x0)
+    np.testing.assert_allclose(d, -0.01 * g / (jnp.abs(g) + 1e-8), rtol=1e-9)  # Adam's first step
+    np.testing.assert_allclose(nu, 0.001 * g**2, rtol=1e-9)
+    # the preconditioned rod curvature is lambda * P along an eigenvector
+    flow = MomentumRodFlow()
+    y = flow.init(p.x0, args)
+    y = (y[0], y[1], jnp.log(1e-3), jnp.array([0.0, 1.0]), y[4])
+    P = fam.precondition(y[4], 0.5)
+    assert float(flow.curvature(y, args)) == pytest.approx(2.0 * float(P[1]), rel=1e-6)

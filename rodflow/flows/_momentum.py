@@ -1,48 +1,105 @@
-"""Second-order (momentum) flows for heavy ball: the damped second-order flow and its Rod Flow."""
+"""Second-order (momentum) flows: the damped second-order flow of heavy ball / Adam and its Rod Flow."""
 
 from __future__ import annotations
 
-import math
 from typing import ClassVar
 
 import diffrax
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
 
 from .._lax import gated
-from .._maps import GradientDescent, HeavyBall
+from .._maps import AbstractMap, Adam, GradientDescent, HeavyBall, RMSProp
+from .._spectrum import top_eigenpairs
 from ._base import AbstractFlow, FlowArgs, check_solver_config
 
 
-def _beta(args: FlowArgs) -> float:
-    """Heavy ball's momentum (0 for GD); other maps have no such second-order model."""
-    m = args.map
-    if isinstance(m, GradientDescent):
-        return 0.0
-    if isinstance(m, HeavyBall) and not m.nesterov:
-        return m.beta
-    raise ValueError(
-        f"the momentum flows model heavy ball (`optimizer='heavy-ball'`) or GD, got {type(m).__name__}; "
-        "use `StableFlow` / `RodFlow` (the flows on the joint state) for other optimisers."
-    )
+class _Family(eqx.Module):
+    """Heavy ball with a slowly varying diagonal preconditioner: the form shared by GD, heavy
+    ball, RMSProp and Adam (and their scalar variants). At step `k`,
+
+        x_{k+1} - x_k = beta_k (x_k - x_{k-1}) - lr_k P_k g(x_k),
+
+    with `P = 1 / (sqrt(nu_hat) + eps)` for the adaptive ones (`nu` smooth: its change between
+    two steps is neglected) and, for Adam's bias correction, `beta_k = beta1 B(k-1)/B(k)`,
+    `lr_k = lr (1 - beta1)/B(k)`, `B(k) = 1 - beta1^(k+1)`."""
+
+    beta1: float
+    beta2: float | None  # None: no second moment (P = 1)
+    eps: float
+    bias_correction: bool
+    scalar: bool
+    first_moment_ema: bool  # Adam's mu = EMA of g (step (1 - beta1)); heavy ball's m = sum
+
+    @staticmethod
+    def of(m: AbstractMap) -> _Family:
+        if isinstance(m, GradientDescent):
+            return _Family(0.0, None, 0.0, False, False, False)
+        if isinstance(m, HeavyBall) and not m.nesterov:
+            return _Family(float(m.beta), None, 0.0, False, False, False)
+        if isinstance(m, (RMSProp, Adam)) and not m.nesterov:
+            return _Family(float(getattr(m, "beta1", 0.0)), float(m.beta2), float(m.eps),
+                           bool(m.bias_correction), bool(m.scalar), True)
+        raise ValueError(
+            f"the momentum flows model GD, heavy ball, RMSProp and Adam (and the scalar variants), got "
+            f"{type(m).__name__}; use `StableFlow` / `RodFlow` (the flows on the joint state) for it."
+        )
+
+    def coefficients(self, lr, k):
+        """`(beta_k, lr_k)` at (fractional) step `k`."""
+        b1 = self.beta1
+        if not self.first_moment_ema:
+            return b1, lr
+        if not (self.bias_correction and b1 > 0):
+            return b1, lr * (1.0 - b1)
+        big = 1.0 - b1 ** (k + 1.0)
+        small = 1.0 - b1 ** jnp.maximum(k, 0.0)
+        return b1 * small / big, lr * (1.0 - b1) / big
+
+    def precondition(self, nu, k):
+        """`P = 1 / (sqrt(nu_hat) + eps)` (1 without a second moment)."""
+        if self.beta2 is None:
+            return 1.0
+        if self.bias_correction:
+            nu = nu / (1.0 - self.beta2 ** (k + 1.0))
+        return 1.0 / (jnp.sqrt(jnp.maximum(nu, 0.0)) + self.eps)
+
+    def drive(self, g2, nu):
+        """`dnu/dt = (1 - beta2) (g^2 - nu)` (`g^2` averaged over parameters when scalar)."""
+        if self.beta2 is None:
+            return None
+        return (1.0 - self.beta2) * ((jnp.mean(g2) if self.scalar else g2) - nu)
 
 
 def _start(args: FlowArgs, x0):
-    """`x1 - x0` of the discrete run (heavy ball starts at rest: `x1 = x0 - lr g(x0)`)."""
-    return -args.lr * jax.grad(args.problem.loss_flat)(x0)
+    """`(x1 - x0, nu_1)` of the discrete run: one step of the optimiser itself from rest."""
+    z0 = args.init_state(x0)
+    z1 = z0 + args.delta(z0, 0.0)
+    fam = _Family.of(args.map)
+    nu = None
+    if fam.beta2 is not None:
+        n_nu = args.map.n_smooth(args.problem)
+        nu = z1[z1.shape[0] - n_nu:]
+        nu = nu[0] if fam.scalar else nu
+    return args.params(z1) - x0, nu
 
 
-def _z(args: FlowArgs, c, u):
-    """The joint state `(x, m)` of optax's heavy ball at centre `c` with velocity `u`
-    (`x_{k+1} - x_k = -lr m_{k+1}`, so `m = -u / lr`); GD's state is `x` alone."""
-    if isinstance(args.map, GradientDescent):
-        return c
-    return jnp.concatenate([c, -u / args.lr])
+def _sharpness(args: FlowArgs, fam: _Family, x, nu, k, U0, method, max_iters):
+    """Effective sharpness `lambda_max(P H)` at `x` (the map's threshold applies)."""
+    if fam.beta2 is None:
+        vals, U = top_eigenpairs(args.problem.loss_flat, x, U0, method=method, max_iters=max_iters)
+    else:
+        scale = jnp.sqrt(fam.precondition(nu, k)) * jnp.ones_like(x)
+        vals, U = top_eigenpairs(lambda y: args.problem.loss_flat(x + scale * y), jnp.zeros_like(x), U0,
+                                 method=method, max_iters=max_iters)
+    return vals[0], U
 
 
 class MomentumStableFlow(AbstractFlow):
-    r"""Heavy ball's damped second-order flow (its ODE without oscillation).
+    r"""The damped second-order flow of heavy ball (and of RMSProp / Adam, see below): the
+    optimiser's ODE without oscillation.
 
     Heavy ball `x_{k+1} - x_k = beta (x_k - x_{k-1}) - lr g(x_k)`, Taylor-expanded about a smooth
     path `x(k)` to second order (`x(k+-1) = x +- x' + x''/2`), reads
@@ -52,8 +109,16 @@ class MomentumStableFlow(AbstractFlow):
     Unlike the first-order flow on the joint state (`dz/dt = F(z) - z`, [`StableFlow`][]), it
     has the discrete run's damping (per step `sqrt(beta)` for every underdamped direction:
     rate `(1 - beta)/(1 + beta)`, against `-log sqrt(beta)`, equal to first order in `1 - beta`)
-    and its ringing frequency. The state is `(x, u = dx/dt)`, started at the first centre
-    `(x_0 + x_1)/2` with `u = x_1 - x_0`. Default integrator: Tsit5, `rtol = 1e-6`.
+    and its ringing frequency.
+
+    **Adam and RMSProp** are heavy ball with a preconditioner: with `P = 1/(sqrt(nu_hat) + eps)`
+    varying slowly, Adam's `x_{k+1} - x_k = beta_k (x_k - x_{k-1}) - lr_k P g(x_k)` with
+    `beta_k -> beta1`, `lr_k -> lr (1 - beta1)` (bias correction: `beta_k = beta1 B(k-1)/B(k)`,
+    `lr_k = lr (1 - beta1)/B(k)`, `B(k) = 1 - beta1^(k+1)`); RMSProp is `beta1 = 0`. The second
+    moment is a smooth variable, `dnu/dt = (1 - beta2)(g^2 - nu)` (scalar variants: the mean of
+    `g^2`). The state is `(x, u = dx/dt)` (and `nu`), started at the first centre
+    `(x_0 + x_1)/2` with `u = x_1 - x_0` and `nu_1` of the discrete run's first step. Default
+    integrator: Tsit5, `rtol = 1e-6`. Nesterov and NAdam are not covered.
     """
 
     name: ClassVar[str] = "stable-momentum"
@@ -66,23 +131,24 @@ class MomentumStableFlow(AbstractFlow):
         check_solver_config(self)
 
     def init(self, x0, args: FlowArgs):
-        _beta(args)
-        d = _start(args, x0)
-        return (x0 + 0.5 * d, d)
+        d, nu = _start(args, x0)
+        return (x0 + 0.5 * d, d, nu)
 
     def vector_field(self, t, y, args: FlowArgs):
-        beta = _beta(args)
-        c, u = y
+        fam = _Family.of(args.map)
+        k = t + 0.5
+        beta, lr_k = fam.coefficients(args.lr, k)
+        c, u, nu = y
         g = jax.grad(args.problem.loss_flat)(c)
-        return (u, (2.0 / (1.0 + beta)) * (-args.lr * g - (1.0 - beta) * u))
+        du = (2.0 / (1.0 + beta)) * (-lr_k * fam.precondition(nu, k) * g - (1.0 - beta) * u)
+        return (u, du, fam.drive(g**2, nu))
 
     def centre(self, y):
         return y[0]
 
     def sharpness(self, y, args: FlowArgs, U0, t=None, *, method="auto", max_iters=40):
-        vals, U = args.map.sharpness(args.problem, _z(args, *y), args.lr, U0, t, method=method,
-                                     max_iters=max_iters)
-        return vals[0], U
+        k = 0.5 if t is None else t + 0.5
+        return _sharpness(args, _Family.of(args.map), y[0], y[2], k, U0, method, max_iters)
 
     def predicted_loss(self, y, args: FlowArgs):
         return args.problem.loss_flat(y[0])
@@ -103,7 +169,8 @@ def alternating_rate(a, beta):
     disc = b * b - 4.0 * beta
     real_neg = (disc >= 0) & (b < 0)
     mu = 0.5 * (b - jnp.sqrt(jnp.where(real_neg, disc, 0.0)))
-    rate = jnp.where(real_neg, jnp.log(jnp.where(real_neg, -mu, 1.0)), 0.5 * math.log(max(beta, 1e-300)))
+    underdamped = 0.5 * jnp.log(jnp.maximum(beta, 1e-30))
+    rate = jnp.where(real_neg, jnp.log(jnp.where(real_neg, -mu, 1.0)), underdamped)
     # Below the threshold the rod only decays to the noise floor; bounding the decay rate (by
     # GD's `a - 2 >= -2`) keeps the right-hand side free of needless stiffness.
     return jnp.maximum(rate, -2.0)
@@ -162,47 +229,52 @@ class MomentumRodFlow(AbstractFlow):
         return jnp.sqrt(jnp.finfo(c.dtype).eps) * (1.0 + jnp.linalg.norm(c))
 
     def rod_terms(self, c, rho, v, args: FlowArgs):
-        """`(A, D)`: mean gradient of the rod's ends and the rod-averaged Hessian on `v`."""
+        """`(A, D, G2)`: mean gradient of the rod's ends, the rod-averaged Hessian on `v` and the
+        ends' mean squared gradient (which drives `nu`)."""
         grad = jax.grad(args.problem.loss_flat)
 
         def finite():
             gp, gm = grad(c + rho * v), grad(c - rho * v)
-            return 0.5 * (gp + gm), (gp - gm) / (2.0 * rho)
+            return 0.5 * (gp + gm), (gp - gm) / (2.0 * rho), 0.5 * (gp**2 + gm**2)
 
         def small():
-            return jax.jvp(grad, (c,), (v,))
+            g, hv = jax.jvp(grad, (c,), (v,))
+            return g, hv, g**2
 
         big = rho > self._rho_switch(c)
-        zeros = (jnp.zeros_like(c), jnp.zeros_like(c))
+        zeros = (jnp.zeros_like(c), jnp.zeros_like(c), jnp.zeros_like(c))
         fd = gated(big, finite, zeros)
         hv = gated(~big, small, zeros)
         return tuple(jnp.where(big, p, q) for p, q in zip(fd, hv))
 
     def init(self, x0, args: FlowArgs):
-        _beta(args)
-        d = _start(args, x0)
+        d, nu = _start(args, x0)
         norm = jnp.linalg.norm(d)
         c0 = x0 + 0.5 * d
         fallback = jr.normal(jr.PRNGKey(0), x0.shape, x0.dtype)
         v0 = jnp.where(norm > 0, d / jnp.where(norm > 0, norm, 1.0), fallback / jnp.linalg.norm(fallback))
-        return (c0, d, self.log_floor(c0), v0)
+        return (c0, d, self.log_floor(c0), v0, nu)
 
     def vector_field(self, t, y, args: FlowArgs):
-        beta = _beta(args)
-        c, u, s, v = y
+        fam = _Family.of(args.map)
+        k = t + 0.5
+        beta, lr_k = fam.coefficients(args.lr, k)
+        c, u, s, v, nu = y
         v = v / jnp.linalg.norm(v)
-        a, dv = self.rod_terms(c, jnp.exp(s), v, args)
-        kappa = jnp.vdot(v, dv)
-        du = (2.0 / (1.0 + beta)) * (-args.lr * a - (1.0 - beta) * u)
-        ds = alternating_rate(args.lr * kappa, beta)
+        a, dv, g2 = self.rod_terms(c, jnp.exp(s), v, args)
+        P = fam.precondition(nu, k)
+        pdv = P * dv
+        kappa = jnp.vdot(v, pdv)
+        du = (2.0 / (1.0 + beta)) * (-lr_k * P * a - (1.0 - beta) * u)
+        ds = alternating_rate(lr_k * kappa, beta)
         ds = jnp.where((s <= self.log_floor(c)) & (ds < 0), jnp.zeros_like(ds), ds)
-        return (u, du, ds, args.lr * (dv - kappa * v))
+        return (u, du, ds, lr_k * (pdv - kappa * v), fam.drive(g2, nu))
 
     def centre(self, y):
         return y[0]
 
     def ends(self, y):
-        c, _, s, v = y
+        c, _, s, v, _ = y
         r = jnp.exp(s) * v / jnp.linalg.norm(v)
         return c + r, c - r
 
@@ -210,14 +282,17 @@ class MomentumRodFlow(AbstractFlow):
         plus, minus = self.ends(y)
         return 0.5 * (args.problem.loss_flat(plus) + args.problem.loss_flat(minus))
 
-    def curvature(self, y, args: FlowArgs):
-        """Rod curvature `kappa = v . D`, compared with heavy ball's threshold `(2 + 2 beta)/lr`."""
-        c, _, s, v = y
+    def curvature(self, y, args: FlowArgs, t=None):
+        """Rod curvature `kappa = v . P D` (the effective sharpness along the rod), compared with
+        the map's threshold (`(2 + 2 beta)/lr` for heavy ball)."""
+        c, _, s, v, nu = y
         v = v / jnp.linalg.norm(v)
-        return jnp.vdot(v, self.rod_terms(c, jnp.exp(s), v, args)[1])
+        k = 0.5 if t is None else t + 0.5
+        pdv = _Family.of(args.map).precondition(nu, k) * self.rod_terms(c, jnp.exp(s), v, args)[1]
+        return jnp.vdot(v, pdv)
 
     def sharpness(self, y, args: FlowArgs, U0, t=None, **kwargs):
-        return self.curvature(y, args), U0
+        return self.curvature(y, args, t), U0
 
     def extras(self, y, args: FlowArgs):
         return {"rho": jnp.exp(y[2])}
