@@ -65,7 +65,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--problem", required=True, help="built-in problem name (see `rodflow problems`)")
     p.add_argument("--steps", type=int, required=True, help="number of optimiser steps N")
     p.add_argument("--flows", default="discrete,stable,rod",
-                   help="comma-separated runs: discrete, stable, rod (default), central if installed")
+                   help="comma-separated runs: discrete, stable, rod (default), central, "
+                        "stable-momentum, rod-momentum (heavy ball, RMSProp, Adam)")
     p.add_argument("--x64", action="store_true", help="simulate in float64 (default float32)")
     p.add_argument("--out", type=Path, default=None, help="output directory (default runs/<problem>)")
     p.add_argument("--sharpness-every", type=int, default=10, help="sharpness measured every K steps")
