@@ -1,6 +1,6 @@
 """EoS tracking on every built-in real problem that needs no external data (issue 3).
 
-    python benchmarks/eos_tracking.py [--steps 1500] [--x64] [--problems a,b] [--out FILE.json]
+    python benchmarks/eos_tracking.py [--steps 1500] [--x64] [--problems a,b] [--out FILE.json] [--resume]
 
 For each problem: GD at the problem's documented `lr_hint`, gradient flow and Rod Flow from the
 same initialisation; the run's `metrics.json` (with wall times) goes into one JSON, and a
@@ -27,6 +27,8 @@ def main(argv=None):
     ap.add_argument("--x64", action="store_true")
     ap.add_argument("--problems", default=None, help="comma-separated subset (default: all real ones)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/eos_tracking.json"))
+    ap.add_argument("--resume", action="store_true",
+                    help="continue each problem from its checkpoint (benchmarks/results/eos_tracking/NAME/)")
     ap.add_argument("--fresh", action="store_true",
                     help="start a new results file instead of adding these problems to the existing one")
     args = ap.parse_args(argv)
@@ -56,7 +58,7 @@ def main(argv=None):
         problem = rodflow.problems.get(name)
         t = time.perf_counter()
         r = rodflow.compare(problem, lr=problem.lr_hint, steps=args.steps, progress=True,
-                            out=args.out.parent / "eos_tracking" / name)
+                            out=args.out.parent / "eos_tracking" / name, resume=args.resume)
         m = r.metrics
         m["total_s"] = time.perf_counter() - t
         m["n_params"] = problem.dim
