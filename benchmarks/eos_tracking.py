@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import jax
+import numpy as np
 
 TOYS = {"quadratic", "quartic", "eos-toy"}
 
@@ -29,6 +30,8 @@ def main(argv=None):
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/eos_tracking.json"))
     ap.add_argument("--resume", action="store_true",
                     help="continue each problem from its checkpoint (benchmarks/results/eos_tracking/NAME/)")
+    ap.add_argument("--rescore", action="store_true",
+                    help="only recompute the finite-window comparison from the saved series.npz files")
     ap.add_argument("--fresh", action="store_true",
                     help="start a new results file instead of adding these problems to the existing one")
     args = ap.parse_args(argv)
@@ -40,9 +43,17 @@ def main(argv=None):
     import matplotlib.pyplot as plt
 
     import rodflow
-    from rodflow._io import write_json
+    from rodflow._io import read_series, write_json
     from rodflow.problems._registry import options
 
+    if args.rescore:
+        results = json.loads(args.out.read_text())
+        for name, m in results["runs"].items():
+            series = args.out.parent / "eos_tracking" / name / "series.npz"
+            if series.exists():
+                m.update(finite_window(read_series(series), m["eos_onset_step"]))
+        write_json(args.out, results)
+        return
     names = [n for n in rodflow.problems.available()
              if n not in TOYS and "data_dir" not in options(n)]
     if args.problems:
@@ -68,6 +79,7 @@ def main(argv=None):
         ratio = (None if f["rod"]["rel_dist_mean_eos"] is None or not f["stable"]["rel_dist_mean_eos"]
                  else f["rod"]["rel_dist_mean_eos"] / f["stable"]["rel_dist_mean_eos"])
         m["rod_over_stable_eos"] = ratio
+        m.update(finite_window(r.series, m["eos_onset_step"]))
         print(f"{name}: onset {m['eos_onset_step']}, rod/stable = {ratio}", flush=True)
         write_json(args.out, results)  # after every problem: nothing lost if interrupted
 
@@ -84,6 +96,23 @@ def main(argv=None):
     fig.tight_layout()
     fig.savefig(args.out.with_suffix(".png"), dpi=110)
     print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
+
+
+def finite_window(series, onset) -> dict:
+    """When a flow becomes non-finite during EoS its metrics are `null`; compare stable and rod
+    over the EoS steps where both are still finite (`[onset, first non-finite step)`)."""
+    if onset is None:
+        return {}
+    st, rod = series["stable"], series["rod"]
+    steps = np.asarray(st["step"])
+    bad = ~(np.isfinite(st["rel_dist"]) & np.isfinite(rod["rel_dist"]))
+    end = int(steps[bad][0]) if bad.any() else int(steps[-1]) + 1
+    w = (steps >= onset) & (steps < end)
+    if not w.any():
+        return {}
+    d_st, d_rod = float(np.mean(st["rel_dist"][w])), float(np.mean(rod["rel_dist"][w]))
+    return {"finite_window": [int(onset), end - 1], "stable_rel_dist_mean_window": d_st,
+            "rod_rel_dist_mean_window": d_rod, "rod_over_stable_window": d_rod / d_st}
 
 
 if __name__ == "__main__":
