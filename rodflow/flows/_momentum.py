@@ -199,6 +199,10 @@ class MomentumRodFlow(AbstractFlow):
     expansion has `(1 + beta)/2 r'' + (1 - beta) r' + (2 + 2 beta - eta kappa) r = 0`, whose
     roots agree with it only near the threshold and which rings at 2 radians per step below it.
 
+    **Adam and RMSProp**, as in [`MomentumStableFlow`][]: `eta` becomes `lr_k P`, the curvature
+    is the preconditioned `kappa = v . P D` (compared with the map's threshold) and `nu` is driven
+    by the mean of the two ends' `g^2`.
+
     **Noise floor** as for [`RodFlow`][]: `s` does not decrease below `log(eps |c|)`. Heavy ball
     starts at rest, without an oscillation: the rod starts at the floor along `-g(x_0)`. State
     `(c, u = dc/dt, s, v)`, started at `c = (x_0 + x_1)/2`, `u = x_1 - x_0`. Small rods use the
