@@ -261,6 +261,13 @@ def scale_by_moments(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, *, b
     return optax.GradientTransformation(init_fn, update_fn)
 
 
+def preconditioned_eigenpairs(loss, x, scale, U0, *, method="auto", max_iters=40):
+    """Top eigenpairs of `diag(scale) H(x) diag(scale)` (the spectrum of `P H` for
+    `scale = sqrt(P)`), as the Hessian of `y -> loss(x + scale * y)` at `y = 0`."""
+    return top_eigenpairs(lambda y: loss(x + scale * y), jnp.zeros_like(x), U0, method=method,
+                          max_iters=max_iters)
+
+
 class _Adaptive(OptaxMap):
     """Shared code of the RMSProp / Adam family: preconditioner `P = sqrt(nu_hat) + eps` of the
     step taken from `z` (`nu_hat` from `nu' = b2 nu + (1-b2) g^2` at `x`, bias-corrected at count
@@ -298,11 +305,9 @@ class _Adaptive(OptaxMap):
         return jnp.sqrt(nu1) + self.eps
 
     def sharpness(self, problem, z, lr, U0, t=None, *, method="auto", max_iters=40):
-        x = self.params(problem, z)
         scale = jax.lax.rsqrt(self.preconditioner(problem, z, t))
-        vals, U = top_eigenpairs(lambda y: problem.loss_flat(x + scale * y), jnp.zeros_like(x), U0,
-                                 method=method, max_iters=max_iters)
-        return vals, U
+        return preconditioned_eigenpairs(problem.loss_flat, self.params(problem, z), scale, U0,
+                                         method=method, max_iters=max_iters)
 
 
 class RMSProp(_Adaptive):

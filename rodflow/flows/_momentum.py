@@ -8,12 +8,12 @@ import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import jax.random as jr
 
 from .._lax import gated
-from .._maps import AbstractMap, Adam, GradientDescent, HeavyBall, RMSProp
+from .._maps import AbstractMap, Adam, GradientDescent, HeavyBall, RMSProp, preconditioned_eigenpairs
 from .._spectrum import top_eigenpairs
 from ._base import AbstractFlow, FlowArgs, check_solver_config
+from ._rod import check_eps_floor, floored, log_floor, rho_switch_at, unit_direction
 
 
 class _Family(eqx.Module):
@@ -92,8 +92,8 @@ def _sharpness(args: FlowArgs, fam: _Family, x, nu, k, U0, method, max_iters):
         vals, U = top_eigenpairs(args.problem.loss_flat, x, U0, method=method, max_iters=max_iters)
     else:
         scale = jnp.sqrt(fam.precondition(nu, k)) * jnp.ones_like(x)
-        vals, U = top_eigenpairs(lambda y: args.problem.loss_flat(x + scale * y), jnp.zeros_like(x), U0,
-                                 method=method, max_iters=max_iters)
+        vals, U = preconditioned_eigenpairs(args.problem.loss_flat, x, scale, U0, method=method,
+                                            max_iters=max_iters)
     return vals[0], U
 
 
@@ -220,17 +220,7 @@ class MomentumRodFlow(AbstractFlow):
 
     def __check_init__(self):
         check_solver_config(self)
-        if self.eps_floor is not None and not self.eps_floor >= 0:
-            raise ValueError(f"`eps_floor` must be >= 0 (0 disables the floor), got {self.eps_floor}.")
-
-    def log_floor(self, c):
-        eps = jnp.finfo(c.dtype).eps if self.eps_floor is None else self.eps_floor
-        return jnp.log(eps * jnp.linalg.norm(c))
-
-    def _rho_switch(self, c):
-        if self.rho_switch is not None:
-            return self.rho_switch
-        return jnp.sqrt(jnp.finfo(c.dtype).eps) * (1.0 + jnp.linalg.norm(c))
+        check_eps_floor(self.eps_floor)
 
     def rod_terms(self, c, rho, v, args: FlowArgs):
         """`(A, D, G2)`: mean gradient of the rod's ends, the rod-averaged Hessian on `v` and the
@@ -245,7 +235,7 @@ class MomentumRodFlow(AbstractFlow):
             g, hv = jax.jvp(grad, (c,), (v,))
             return g, hv, g**2
 
-        big = rho > self._rho_switch(c)
+        big = rho > rho_switch_at(c, self.rho_switch)
         zeros = (jnp.zeros_like(c), jnp.zeros_like(c), jnp.zeros_like(c))
         fd = gated(big, finite, zeros)
         hv = gated(~big, small, zeros)
@@ -253,11 +243,8 @@ class MomentumRodFlow(AbstractFlow):
 
     def init(self, x0, args: FlowArgs):
         d, nu = _start(args, x0)
-        norm = jnp.linalg.norm(d)
         c0 = x0 + 0.5 * d
-        fallback = jr.normal(jr.PRNGKey(0), x0.shape, x0.dtype)
-        v0 = jnp.where(norm > 0, d / jnp.where(norm > 0, norm, 1.0), fallback / jnp.linalg.norm(fallback))
-        return (c0, d, self.log_floor(c0), v0, nu)
+        return (c0, d, log_floor(c0, self.eps_floor), unit_direction(d)[0], nu)
 
     def vector_field(self, t, y, args: FlowArgs):
         fam = _Family.of(args.map)
@@ -270,8 +257,7 @@ class MomentumRodFlow(AbstractFlow):
         pdv = P * dv
         kappa = jnp.vdot(v, pdv)
         du = (2.0 / (1.0 + beta)) * (-lr_k * P * a - (1.0 - beta) * u)
-        ds = alternating_rate(lr_k * kappa, beta)
-        ds = jnp.where((s <= self.log_floor(c)) & (ds < 0), jnp.zeros_like(ds), ds)
+        ds = floored(alternating_rate(lr_k * kappa, beta), s, log_floor(c, self.eps_floor))
         return (u, du, ds, lr_k * (pdv - kappa * v), fam.drive(g2, nu))
 
     def centre(self, y):

@@ -13,6 +13,39 @@ from .._lax import gated
 from ._base import AbstractFlow, FlowArgs, check_solver_config
 
 
+def check_eps_floor(eps_floor) -> None:
+    if eps_floor is not None and not eps_floor >= 0:
+        raise ValueError(f"`eps_floor` must be >= 0 (0 disables the floor), got {eps_floor}.")
+
+
+def log_floor(c, eps_floor=None):
+    """The noise floor of a rod centred at `c`: `log(eps_floor |c|)`, with `eps_floor=None` the
+    machine epsilon of `c`'s dtype (`-inf` when `eps_floor = 0`)."""
+    eps = jnp.finfo(c.dtype).eps if eps_floor is None else eps_floor
+    return jnp.log(eps * jnp.linalg.norm(c))
+
+
+def floored(ds, s, s_min):
+    """`ds/dt` with the noise floor: a rod at or below `s_min` does not shrink further."""
+    return jnp.where((s <= s_min) & (ds < 0), jnp.zeros_like(ds), ds)
+
+
+def rho_switch_at(c, rho_switch=None):
+    """Rod length below which finite differences give way to the Hessian-vector product
+    (default `sqrt(eps) (1 + |c|)`)."""
+    if rho_switch is not None:
+        return rho_switch
+    return jnp.sqrt(jnp.finfo(c.dtype).eps) * (1.0 + jnp.linalg.norm(c))
+
+
+def unit_direction(d):
+    """`(d / |d|, |d|)`; a fixed random unit vector when `d = 0`."""
+    norm = jnp.linalg.norm(d)
+    fallback = jr.normal(jr.PRNGKey(0), d.shape, d.dtype)
+    v = jnp.where(norm > 0, d / jnp.where(norm > 0, norm, 1.0), fallback / jnp.linalg.norm(fallback))
+    return v, norm
+
+
 class RodFlow(AbstractFlow):
     r"""Rod Flow (Regis & Chewi, arXiv:2602.01480) in polar form, with a noise floor.
 
@@ -78,21 +111,15 @@ class RodFlow(AbstractFlow):
         check_solver_config(self)
         if self.variant not in ("exact", "taylor"):
             raise ValueError(f"`variant` must be 'exact' or 'taylor', got {self.variant!r}.")
-        if self.eps_floor is not None and not self.eps_floor >= 0:
-            raise ValueError(f"`eps_floor` must be >= 0 (0 disables the floor), got {self.eps_floor}.")
+        check_eps_floor(self.eps_floor)
 
     # -- helpers ---------------------------------------------------------------------------------
-    def _eps_floor(self, dtype):
-        return jnp.finfo(dtype).eps if self.eps_floor is None else self.eps_floor
-
     def _rho_switch(self, c):
-        if self.rho_switch is not None:
-            return self.rho_switch
-        return jnp.sqrt(jnp.finfo(c.dtype).eps) * (1.0 + jnp.linalg.norm(c))
+        return rho_switch_at(c, self.rho_switch)
 
     def log_floor(self, c):
         """`s_min = log(eps_floor |c|)` (`-inf` when the floor is disabled)."""
-        return jnp.log(self._eps_floor(c.dtype) * jnp.linalg.norm(c))
+        return log_floor(c, self.eps_floor)
 
     def rod_terms(self, c, rho, v, args: FlowArgs, t=None, w=None):
         """`(A, M)`: mean step of the rod's ends and rod-averaged Jacobian of delta along v
@@ -144,11 +171,8 @@ class RodFlow(AbstractFlow):
             n = z0.shape[0] - args.map.n_smooth(args.problem)
             w0 = z0[n:] + 0.5 * d0[n:]
             z0, d0 = z0[:n], d0[:n]
-        norm = jnp.linalg.norm(d0)
+        v0, norm = unit_direction(d0)
         c0 = z0 + 0.5 * d0
-        fallback = jr.normal(jr.PRNGKey(0), z0.shape, z0.dtype)
-        v0 = jnp.where(norm > 0, d0 / jnp.where(norm > 0, norm, 1.0),
-                       fallback / jnp.linalg.norm(fallback))
         s0 = jnp.where(norm > 0, jnp.log(jnp.where(norm > 0, 0.5 * norm, 1.0)), self.log_floor(c0))
         return (c0, s0, v0) if w0 is None else (c0, s0, v0, w0)
 
@@ -160,8 +184,7 @@ class RodFlow(AbstractFlow):
         a, m, dw = self.rod_terms_nu(c, rho, v, args, t + 0.5, w)
         q = jnp.vdot(v, m)
         ds = -2.0 - q
-        ds = jnp.where((s <= self.log_floor(c)) & (ds < 0), jnp.zeros_like(ds), ds)
-        out = (a, ds, -(m - q * v))
+        out = (a, floored(ds, s, self.log_floor(c)), -(m - q * v))
         return out if w is None else out + (dw,)
 
     def centre(self, y):
