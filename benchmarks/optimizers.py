@@ -76,6 +76,8 @@ def main(argv=None):
         results = json.loads(args.out.read_text())
         plot(results, args.out.with_suffix(".png"))
         print(summary(results))
+        print()
+        print(onset_table(results))
         return
     if args.search:
         search(args)
@@ -238,6 +240,42 @@ def summary(results) -> str:
         walls = f"{fmt(fl['discrete'].get('wall_s'))} | {fmt(fl['rod'].get('wall_s'))}"
         lines.append(f"| {name} | {e['lr']:g} | {e['eos_onset_step']} | " + " | ".join(cells)
                      + f" | {fmt(ratio)} | {walls} |")
+    return "\n".join(lines)
+
+
+def _at(series, step):
+    """The series value at the recorded step nearest `step` (`None` if not finite)."""
+    steps = np.asarray(series["step"])
+    v = series["rel_dist"][int(np.argmin(np.abs(steps - step)))]
+    return None if v is None or not np.isfinite(v) else float(v)
+
+
+def onset_table(results) -> str:
+    """Where the error is made: each run's best stable and best rod flow (by `rel_dist_mean_eos`)
+    with their error at the EoS onset, and how much the EoS phase adds on average (mean over EoS
+    minus the value at onset). A flow already off at onset carries that error through EoS, and no
+    model of the oscillation can remove it."""
+    lines = ["| run | onset | best stable | d at onset | EoS adds | best rod | d at onset | EoS adds | "
+             "rod / stable (EoS adds) |", "|---" * 9 + "|"]
+    for name, e in results["runs"].items():
+        fl, on = e["flows"], e["eos_onset_step"]
+        if on is None or on == 0:
+            continue  # no pre-EoS phase to separate
+
+        def best(group):
+            vals = [(fl[f]["rel_dist_mean_eos"], f) for f in group
+                    if fl.get(f, {}).get("rel_dist_mean_eos") is not None]
+            return min(vals) if vals else (None, None)
+
+        row, adds = [], []
+        for group in (STABLE_FLOWS, ROD_FLOWS):
+            mean, f = best(group)
+            d0 = None if f is None else _at(e["series"][f], on + 1) if f in e["series"] else None
+            add = None if d0 is None else mean - d0
+            adds.append(add)
+            row += [f or "-", "-" if d0 is None else f"{d0:.3g}", "-" if add is None else f"{add:.3g}"]
+        ratio = "-" if None in adds or adds[0] <= 0 else f"{adds[1] / adds[0]:.2f}"
+        lines.append(f"| {name} | {on} | " + " | ".join(row) + f" | {ratio} |")
     return "\n".join(lines)
 
 
