@@ -45,6 +45,37 @@ elif cfg["variant"] == "single":
     runs = [{"lr": c.lr, "eos_onset_step": c.metrics["eos_onset_step"], "flows": c.metrics["flows"]}]
     out.update(compile_s=sum(f["compile_s"] for f in c.metrics["flows"].values()),
                run_s=sum(f["wall_s"] for f in c.metrics["flows"].values()))
+elif cfg["variant"] == "batching":
+    # How much cheaper is one gradient inside a vmapped batch of n_lrs than on its own? The sweep
+    # cannot beat sequential runs by more than this (both do the same gradients).
+    x0 = p.x0
+    xs = x0 + 1e-3 * jax.random.normal(jax.random.PRNGKey(1), (cfg["n_lrs"],) + x0.shape, x0.dtype)
+    g1 = jax.jit(jax.grad(p.loss_flat))
+    gb = jax.jit(jax.vmap(jax.grad(p.loss_flat)))
+    g1(x0).block_until_ready(), gb(xs).block_until_ready()
+    def med(f, x, reps=20):
+        ts = []
+        for _ in range(reps):
+            t = time.perf_counter(); f(x).block_until_ready(); ts.append(time.perf_counter() - t)
+        return float(np.median(ts))
+    from rodflow._derivatives import hvp
+    from rodflow._spectrum import initial_vectors, top_eigenpairs
+    h1 = jax.jit(lambda x: hvp(p.loss_flat, x, x))
+    hb = jax.jit(jax.vmap(lambda x: hvp(p.loss_flat, x, x)))
+    U0 = initial_vectors(x0.shape[0], 1, x0.dtype)
+    e1 = jax.jit(lambda x: top_eigenpairs(p.loss_flat, x, U0, method="lobpcg")[0])
+    eb = jax.jit(jax.vmap(lambda x: top_eigenpairs(p.loss_flat, x, U0, method="lobpcg")[0]))
+    n = cfg["n_lrs"]
+    out["batch"] = n
+    for what, f1, fb in (("grad", g1, gb), ("hvp", h1, hb), ("lobpcg", e1, eb)):
+        f1(x0).block_until_ready(), fb(xs).block_until_ready()
+        reps = 5 if what == "lobpcg" else 20
+        single_s, batch_s = med(f1, x0, reps), med(fb, xs, reps)
+        out[what] = {"single_s": single_s, "batch_s": batch_s,
+                     "per_item_batched_over_single": batch_s / n / single_s,
+                     "max_speedup_from_batching": n * single_s / batch_s}
+    print("RESULT " + json.dumps(out))
+    raise SystemExit(0)
 else:
     runs, comp, run = [], 0.0, 0.0
     for lr in lrs:
@@ -83,8 +114,9 @@ def run_child(variant, args, env_extra=None):
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")][-1]
     res = json.loads(line[len("RESULT "):])
     res["process_s"] = time.perf_counter() - t
-    print(f"{variant}: end-to-end {res['end_to_end_s']:.1f} s (compile {res['compile_s']:.1f} s, "
-          f"run {res['run_s']:.1f} s), peak RSS {res['peak_rss_mb']:.0f} MB", flush=True)
+    if "end_to_end_s" in res:
+        print(f"{variant}: end-to-end {res['end_to_end_s']:.1f} s (compile {res['compile_s']:.1f} s, "
+              f"run {res['run_s']:.1f} s), peak RSS {res['peak_rss_mb']:.0f} MB", flush=True)
     return res
 
 
@@ -96,10 +128,20 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--x64", action="store_true")
     ap.add_argument("--gpu", action="store_true", help="GPU mode: sweep vs one single run")
+    ap.add_argument("--batching-only", action="store_true",
+                    help="only measure one gradient alone vs inside a vmapped batch of --lrs (adds "
+                         "`batching` to the existing results file)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/sweep_throughput.json"))
     args = ap.parse_args(argv)
     result = {"command": "python " + " ".join(sys.argv), "machine": platform.machine(),
               "cpu_count": os.cpu_count(), "config": vars(args) | {"out": str(args.out)}}
+    if args.batching_only:
+        result = json.loads(args.out.read_text()) if args.out.exists() else result
+        result["batching"] = run_child("batching", args)
+        result["batching"]["command"] = "python " + " ".join(sys.argv)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        print(json.dumps(result["batching"], indent=1))
+        return
     if args.gpu:
         result["single"] = run_child("single", args)
         result["sweep"] = run_child("sweep", args)
