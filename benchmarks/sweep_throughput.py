@@ -2,6 +2,7 @@
 
     python benchmarks/sweep_throughput.py [--lrs 16] [--steps 1000] [--out FILE.json]
     python benchmarks/sweep_throughput.py --gpu --lrs 64 --out benchmarks/results/sweep_throughput_gpu.json
+    python benchmarks/sweep_throughput.py --batching-only --lrs 16
 
 On `mlp-digits` (float32 by default, `--x64` for float64), flows `discrete` + `rod`:
   (a) one `rodflow.sweep` call over all step sizes,
@@ -9,7 +10,9 @@ On `mlp-digits` (float32 by default, `--x64` for float64), flows `discrete` + `r
   (c) the sweep sharded over 2 forced host devices (CPU only).
 Each variant runs in its own process; end-to-end wall time includes compilation. Peak memory
 is the process's max RSS (CPU) or the device's peak bytes in use (GPU). With `--gpu` it also
-times a single compare run, to give the per-lr cost of the sweep relative to one run.
+times a single compare run, to give the per-lr cost of the sweep relative to one run. With
+`--batching-only` it times one gradient, HVP and LOBPCG solve alone and vmapped over `--lrs`
+parameter vectors: the most any sweep can gain from batching on this machine.
 """
 
 from __future__ import annotations
@@ -46,8 +49,9 @@ elif cfg["variant"] == "single":
     out.update(compile_s=sum(f["compile_s"] for f in c.metrics["flows"].values()),
                run_s=sum(f["wall_s"] for f in c.metrics["flows"].values()))
 elif cfg["variant"] == "batching":
-    # How much cheaper is one gradient inside a vmapped batch of n_lrs than on its own? The sweep
-    # cannot beat sequential runs by more than this (both do the same gradients).
+    # How much cheaper is a gradient, an HVP or an eigensolve inside a vmapped batch of n_lrs than
+    # on its own? A sweep does the same operations as sequential runs, so it cannot beat them by
+    # more than this.
     x0 = p.x0
     xs = x0 + 1e-3 * jax.random.normal(jax.random.PRNGKey(1), (cfg["n_lrs"],) + x0.shape, x0.dtype)
     g1 = jax.jit(jax.grad(p.loss_flat))
@@ -129,8 +133,8 @@ def main(argv=None):
     ap.add_argument("--x64", action="store_true")
     ap.add_argument("--gpu", action="store_true", help="GPU mode: sweep vs one single run")
     ap.add_argument("--batching-only", action="store_true",
-                    help="only measure one gradient alone vs inside a vmapped batch of --lrs (adds "
-                         "`batching` to the existing results file)")
+                    help="only time a gradient, an HVP and a LOBPCG solve alone vs vmapped over --lrs "
+                         "parameter vectors (adds `batching` to the existing results file)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/sweep_throughput.json"))
     args = ap.parse_args(argv)
     result = {"command": "python " + " ".join(sys.argv), "machine": platform.machine(),
