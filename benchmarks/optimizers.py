@@ -217,6 +217,14 @@ ROD_FLOWS = ("rod", "rod_smooth_nu", "rod_nu_centre", "rod_momentum")
 STABLE_FLOWS = ("stable", "stable_momentum")
 
 
+def _best(fl, group):
+    """`(rel_dist_mean_eos, name)` of the flow of `group` that tracks best in the run's flows `fl`
+    (`(None, None)` if none has a value)."""
+    vals = [(fl[f]["rel_dist_mean_eos"], f) for f in group
+            if fl.get(f, {}).get("rel_dist_mean_eos") is not None]
+    return min(vals) if vals else (None, None)
+
+
 def summary(results) -> str:
     """A Markdown table: mean EoS tracking error of every flow, and the best rod over the best
     stable flow of the same run (the acceptance ratio, at most 0.5 to pass)."""
@@ -232,10 +240,9 @@ def summary(results) -> str:
         def fmt(v):
             return "-" if v is None else (f"{v:.3g}" if isinstance(v, float) else str(v))
 
-        stable = [d(f) for f in STABLE_FLOWS if d(f) is not None]
-        rods = [d(f) for f in ROD_FLOWS if d(f) is not None]
+        (best_stable, _), (best_rod, _) = _best(fl, STABLE_FLOWS), _best(fl, ROD_FLOWS)
         diverged = [f for f in ROD_FLOWS if fl.get(f, {}).get("diverged_at") is not None]
-        ratio = min(rods) / min(stable) if rods and stable else None
+        ratio = best_rod / best_stable if best_rod is not None and best_stable is not None else None
         cells = [fmt(d(f)) if f not in diverged else f"diverged at {fl[f]['diverged_at']}" for f in cols]
         walls = f"{fmt(fl['discrete'].get('wall_s'))} | {fmt(fl['rod'].get('wall_s'))}"
         lines.append(f"| {name} | {e['lr']:g} | {e['eos_onset_step']} | " + " | ".join(cells)
@@ -262,15 +269,10 @@ def onset_table(results) -> str:
         if on is None or on == 0:
             continue  # no pre-EoS phase to separate
 
-        def best(group):
-            vals = [(fl[f]["rel_dist_mean_eos"], f) for f in group
-                    if fl.get(f, {}).get("rel_dist_mean_eos") is not None]
-            return min(vals) if vals else (None, None)
-
         row, adds = [], []
         for group in (STABLE_FLOWS, ROD_FLOWS):
-            mean, f = best(group)
-            d0 = None if f is None else _at(e["series"][f], on + 1) if f in e["series"] else None
+            mean, f = _best(fl, group)
+            d0 = _at(e["series"][f], on + 1) if f in e["series"] else None
             add = None if d0 is None else mean - d0
             adds.append(add)
             row += [f or "-", "-" if d0 is None else f"{d0:.3g}", "-" if add is None else f"{add:.3g}"]

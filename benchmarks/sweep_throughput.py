@@ -56,7 +56,6 @@ elif cfg["variant"] == "batching":
     xs = x0 + 1e-3 * jax.random.normal(jax.random.PRNGKey(1), (cfg["n_lrs"],) + x0.shape, x0.dtype)
     g1 = jax.jit(jax.grad(p.loss_flat))
     gb = jax.jit(jax.vmap(jax.grad(p.loss_flat)))
-    g1(x0).block_until_ready(), gb(xs).block_until_ready()
     def med(f, x, reps=20):
         ts = []
         for _ in range(reps):
