@@ -113,6 +113,16 @@ def test_adam_family_coefficients_and_first_step():
     g = jax.grad(p.loss_flat)(p.x0)
     np.testing.assert_allclose(d, -0.01 * g / (jnp.abs(g) + 1e-8), rtol=1e-9)  # Adam's first step
     np.testing.assert_allclose(nu, 0.001 * g**2, rtol=1e-9)
+    # the flows start at the first centre, whose update uses nu at count 1.5: half a step of
+    # nu's ODE on from nu_1, so that nu_hat = nu / (1 - beta2^1.5) starts as the average of the
+    # squared gradients seen (weights 1 and 1/2), not 2/3 of it
+    c0 = p.x0 + 0.5 * d
+    y0 = MomentumStableFlow().init(p.x0, args)
+    np.testing.assert_allclose(y0[0], c0, rtol=1e-12)
+    gc = jax.grad(p.loss_flat)(c0)
+    np.testing.assert_allclose(y0[2], nu + 0.5 * 0.001 * (gc**2 - nu), rtol=1e-12)
+    nu_hat = y0[2] / (1.0 - 0.999**1.5)
+    np.testing.assert_allclose(nu_hat, (g**2 + 0.5 * gc**2) / 1.5, rtol=1e-3)
     # the preconditioned rod curvature is lambda * P along an eigenvector
     flow = MomentumRodFlow()
     y = flow.init(p.x0, args)

@@ -86,6 +86,20 @@ def _start(args: FlowArgs, x0):
     return args.params(z1) - x0, nu
 
 
+def _start_centre(args: FlowArgs, x0):
+    """`(c_0, x1 - x0, nu)` at the flows' start, the first centre `c_0 = (x_0 + x_1)/2`. Time `t`
+    is the centre between steps `t` and `t + 1`, whose update uses the second moment at count
+    `t + 1.5` (see `_Family.precondition`); the discrete run's `nu_1` (count 1) is advanced by
+    half a step of `nu`'s own ODE, `dnu/dt = (1 - beta2)(g(c_0)^2 - nu)`, to count 1.5. Without
+    it `nu` lags the bias correction by half a step: `P` starts `sqrt(1.5)` too large for Adam."""
+    d, nu = _start(args, x0)
+    c0 = x0 + 0.5 * d
+    fam = _Family.of(args.map)
+    if nu is not None:
+        nu = nu + 0.5 * fam.drive(jax.grad(args.problem.loss_flat)(c0) ** 2, nu)
+    return c0, d, nu
+
+
 def _sharpness(args: FlowArgs, fam: _Family, x, nu, k, U0, method, max_iters):
     """Effective sharpness `lambda_max(P H)` at `x` (the map's threshold applies)."""
     if fam.beta2 is None:
@@ -117,8 +131,9 @@ class MomentumStableFlow(AbstractFlow):
     `lr_k = lr (1 - beta1)/B(k)`, `B(k) = 1 - beta1^(k+1)`); RMSProp is `beta1 = 0`. The second
     moment is a smooth variable, `dnu/dt = (1 - beta2)(g^2 - nu)` (scalar variants: the mean of
     `g^2`). The state is `(x, u = dx/dt)` (and `nu`), started at the first centre
-    `(x_0 + x_1)/2` with `u = x_1 - x_0` and `nu_1` of the discrete run's first step. Default
-    integrator: Tsit5, `rtol = 1e-6`. Nesterov and NAdam are not covered.
+    `(x_0 + x_1)/2` with `u = x_1 - x_0` and the discrete run's `nu_1` moved on half a step to
+    the centre's count (`_start_centre`). Default integrator: Tsit5, `rtol = 1e-6`. Nesterov
+    and NAdam are not covered.
     """
 
     name: ClassVar[str] = "stable-momentum"
@@ -131,8 +146,7 @@ class MomentumStableFlow(AbstractFlow):
         check_solver_config(self)
 
     def init(self, x0, args: FlowArgs):
-        d, nu = _start(args, x0)
-        return (x0 + 0.5 * d, d, nu)
+        return _start_centre(args, x0)
 
     def vector_field(self, t, y, args: FlowArgs):
         fam = _Family.of(args.map)
@@ -242,8 +256,7 @@ class MomentumRodFlow(AbstractFlow):
         return tuple(jnp.where(big, p, q) for p, q in zip(fd, hv))
 
     def init(self, x0, args: FlowArgs):
-        d, nu = _start(args, x0)
-        c0 = x0 + 0.5 * d
+        c0, d, nu = _start_centre(args, x0)
         return (c0, d, log_floor(c0, self.eps_floor), unit_direction(d)[0], nu)
 
     def vector_field(self, t, y, args: FlowArgs):
