@@ -10,7 +10,8 @@ discrete runs, see the `search` notes in the JSON). Flows: `stable` (`dz/dt = de
 `rod` (Rod Flow on the joint state z), for optimisers with a second moment `rod_smooth_nu`
 (nu smooth, driven by the rod's ends) and `rod_nu_centre` (nu driven at the centre), and for
 heavy ball and Adam the second-order pair `stable_momentum` / `rod_momentum`. Other problems (`--problem`)
-go into the same JSON under keys `problem:optimizer`.
+go into the same JSON under keys `problem:optimizer`. A run named `NAME@OPTION=VALUE,...` (e.g.
+`adam@beta1=0.5`) uses those options instead of the optimiser's defaults.
 Acceptance asked by the issue: `rel_dist_mean_eos(rod) <= 0.5 * rel_dist_mean_eos(stable)`; the
 JSON reports each rod's ratio to the plain `stable` flow and to the best stable flow of the run.
 """
@@ -45,6 +46,10 @@ RUNS = {"mlp-digits": {
     "nadam": 1e-3,
     "scalar-rmsprop": 3e-4,
     "scalar-adam": 3e-3,
+    # momentum 0.5 instead of the default 0.9 (`NAME@OPTION=VALUE`): step sizes from
+    # /tmp discrete-only runs (1000 steps), see the `momentum_0.5` note in the JSON
+    "heavy-ball@beta=0.5": 0.1,
+    "adam@beta1=0.5": 5e-4,
 }, "mlp-teacher": {
     # from `--problem mlp-teacher --search` (1000 steps, float64); heavy ball (beta 0.9) has no
     # step size with a stable EoS here: 0.53 never reaches it, 0.54 reaches it at step 40 and
@@ -56,6 +61,12 @@ RUNS = {"mlp-digits": {
     "nadam": 3e-3,
     "scalar-rmsprop": 3e-4,
     "scalar-adam": 1e-2,
+    # momentum 0.5 (1000-step discrete-only runs, see the `momentum_0.5` note in the JSON)
+    "heavy-ball@beta=0.5": 0.55,
+    "nesterov@beta=0.5": 0.25,
+    "adam@beta1=0.5": 3e-3,
+    "nadam@beta1=0.5": 1e-3,
+    "scalar-adam@beta1=0.5": 3e-3,
 }}
 
 
@@ -68,7 +79,8 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--sharpness-every", type=int, default=20)
     ap.add_argument("--only", default=None, help="comma-separated optimiser names")
-    ap.add_argument("--lr", action="append", default=[], help="override NAME=LR")
+    ap.add_argument("--lr", action="append", default=[],
+                    help="override NAME=LR; NAME@OPTION=VALUE,... runs the optimiser with those options")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/optimizers.json"))
     ap.add_argument("--plot-only", action="store_true", help="redraw the figure and table from --out")
     args = ap.parse_args(argv)
@@ -84,7 +96,7 @@ def main(argv=None):
         return
     runs = dict(RUNS.get(args.problem, {}))
     for item in args.lr:
-        k, v = item.split("=")
+        k, _, v = item.rpartition("=")
         runs[k] = float(v)
     names = args.only.split(",") if args.only else list(runs)
     prev = json.loads(args.out.read_text()) if args.out.exists() else {}
@@ -100,12 +112,13 @@ def main(argv=None):
     problem = rodflow.problems.get(args.problem)
     for name in names:
         lr = runs[name]
-        opt = make_map(name)
+        opt_name, options = _parse_run(name)
+        opt = make_map(opt_name, **options)
         flows = {"stable": StableFlow(), "rod": RodFlow()}
         if opt.n_smooth(problem):
             flows["rod_smooth_nu"] = RodFlow(smooth_nu=True)
             flows["rod_nu_centre"] = RodFlow(smooth_nu=True, nu_at="centre")
-        if name in ("heavy-ball", "adam"):
+        if opt_name in ("heavy-ball", "adam"):
             flows["stable_momentum"] = MomentumStableFlow()
             flows["rod_momentum"] = MomentumRodFlow()
         t0 = time.perf_counter()
@@ -129,7 +142,7 @@ def main(argv=None):
             "problem": args.problem,
             "steps": args.steps,
             "lr": lr,
-            "optimizer": name,
+            "optimizer": opt_name,
             "options": m["optimizer_options"],
             "threshold": m["threshold"],
             "eos_onset_step": m["eos_onset_step"],
@@ -178,6 +191,12 @@ def main(argv=None):
     print(summary(results))
 
 
+def _parse_run(key):
+    """`"adam@beta1=0.5,beta2=0.99"` -> `("adam", {"beta1": 0.5, "beta2": 0.99})`."""
+    name, _, opts = key.partition("@")
+    return name, {k: float(v) for k, v in (o.split("=") for o in opts.split(",") if o)}
+
+
 SEARCH_GRID = {
     "gd": [0.02, 0.05, 0.1, 0.2, 0.4, 0.8],
     "heavy-ball": [0.005, 0.01, 0.02, 0.05, 0.1, 0.2],
@@ -196,12 +215,14 @@ def search(args):
     problem = rodflow.problems.get(args.problem)
     grid = dict(SEARCH_GRID)
     for item in args.grid:
-        k, v = item.split("=")
+        k, _, v = item.rpartition("=")
         grid[k] = [float(x) for x in v.split(",")]
     names = args.only.split(",") if args.only else list(grid)
     for name in names:
+        opt_name, options = _parse_run(name)
         res = rodflow.sweep(problem, lrs=grid[name], steps=args.steps, flows=("discrete",),
-                            optimizer=make_map(name), sharpness_every=args.sharpness_every, figure=False)
+                            optimizer=make_map(opt_name, **options), sharpness_every=args.sharpness_every,
+                            figure=False)
         for run in res.metrics["runs"]:
             d = run["flows"]["discrete"]
             print(f"{args.problem} {name:<15} lr {run['lr']:<8g} onset {str(run['eos_onset_step']):>5}  "
@@ -289,45 +310,41 @@ def plot(results, path):
 
     runs = results["runs"]
     names = list(runs)
-    fig, axes = plt.subplots(1, 3, figsize=(17, 4.6))
-    flows = ["stable", "rod", "rod_smooth_nu", "rod_nu_centre"]
-    colors = {
-        "stable": "tab:blue",
-        "rod": "tab:red",
-        "rod_smooth_nu": "tab:green",
-        "rod_nu_centre": "tab:purple",
-    }
-    w = 0.2
-    for i, f in enumerate(flows):
-        ys = [runs[n]["flows"].get(f, {}).get("rel_dist_mean_eos") for n in names]
-        xs = [j + (i - 1.5) * w for j in range(len(names))]
-        axes[0].bar(xs, [np.nan if y is None else y for y in ys], w, color=colors[f], label=f)
-    axes[0].set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
-    axes[0].set(yscale="log", title="mean tracking error during EoS (rel_dist_mean_eos)")
-    axes[0].legend(fontsize=8)
-    cmap = plt.get_cmap("tab10")
+    fig, axes = plt.subplots(1, 3, figsize=(19, 5.2))
+    best = {n: (_best(runs[n]["flows"], STABLE_FLOWS), _best(runs[n]["flows"], ROD_FLOWS)) for n in names}
+    w = 0.4
+    for i, (label, color) in enumerate((("best stable flow", "tab:blue"), ("best rod flow", "tab:red"))):
+        ys = [best[n][i][0] for n in names]
+        axes[0].bar([j + (i - 0.5) * w for j in range(len(names))], [np.nan if y is None else y for y in ys],
+                    w, color=color, label=label)
     for j, n in enumerate(names):
+        (ds, _), (dr, _) = best[n]
+        if ds and dr:
+            axes[0].text(j, max(ds, dr) * 1.15, f"{dr / ds:.2f}", ha="center", fontsize=6,
+                         color="black" if dr <= 0.5 * ds else "tab:red")
+    axes[0].set_xticks(range(len(names)), names, rotation=40, ha="right", fontsize=7)
+    axes[0].set(yscale="log", title="rel_dist_mean_eos; best rod / best stable above (red: > 0.5)")
+    axes[0].legend(fontsize=8)
+    cmap = plt.get_cmap("tab20")
+    for j, n in enumerate(names):
+        color, ls = cmap(j % 20), "-" if j < 20 else "--"
         s = runs[n]["series"]
-        axes[1].plot(
-            s["discrete"]["sharpness_step"],
-            s["discrete"]["sharpness_over_threshold"],
-            color=cmap(j),
-            lw=1,
-            label=n,
-        )
-        for f, ls in (("stable", ":"), ("rod", "-")):
+        axes[1].plot(s["discrete"]["sharpness_step"], s["discrete"]["sharpness_over_threshold"],
+                     color=color, ls=ls, lw=1, label=n)
+        for k, lw in ((0, 0.6), (1, 1.2)):  # best stable thin, best rod thick
+            f = best[n][k][1]
+            if f is None:
+                continue
             y = np.array([np.nan if v is None else v for v in s[f]["rel_dist"]])
-            axes[2].plot(s[f]["step"], y, color=cmap(j), ls=ls, lw=1, label=n if f == "rod" else None)
+            axes[2].plot(s[f]["step"], y, color=color, ls=ls, lw=lw, label=n if k else None)
     axes[1].axhline(1.0, color="gray", ls=":")
-    axes[1].set(
-        xlabel="step", ylabel="effective sharpness / threshold", title="discrete run: sharpness / threshold"
-    )
-    axes[1].legend(fontsize=7)
-    axes[2].set(
-        xlabel="step", yscale="log", ylim=(1e-4, 10), title="tracking error d(t): rod solid, stable dotted"
-    )
-    axes[2].legend(fontsize=7)
-    fig.suptitle("optimisers with state, float64 (mlp-digits; mlp-teacher as 'mlp-teacher:NAME')")
+    axes[1].set(xlabel="step", ylabel="effective sharpness / threshold", ylim=(0, 2),
+                title="discrete run: sharpness / threshold (clipped at 2)")
+    axes[2].set(xlabel="step", yscale="log", ylim=(1e-4, 10),
+                title="tracking error d(t): best rod thick, best stable thin")
+    axes[2].legend(fontsize=6, ncol=2, loc="lower right")
+    fig.suptitle("optimisers with state, float64 (mlp-digits; mlp-teacher as 'mlp-teacher:NAME'; "
+                 "NAME@beta=0.5: momentum 0.5)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
