@@ -21,6 +21,7 @@ from ._maps import ScalarAdam as ScalarAdam
 from ._maps import ScalarRMSProp as ScalarRMSProp
 from ._maps import make_map as make_map
 from ._maps import scale_by_moments as scale_by_moments
+from ._maps import transient_steps as transient_steps
 from ._problem import Problem as Problem
 from ._spectrum import top_eigenpairs as top_eigenpairs
 from ._sweep import SweepResult as SweepResult

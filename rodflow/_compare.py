@@ -199,6 +199,7 @@ def compare(
     eig_iters: int = 40,
     chunk: int = 500,
     save_every: int | None = None,
+    start_step: int = 0,
     out: str | Path | None = None,
     resume: bool = False,
     progress: bool = False,
@@ -211,7 +212,8 @@ def compare(
     - `loss`: `loss(params) -> scalar`, or a [`rodflow.Problem`][] (then `params` is optional).
     - `params`: initial parameters (any pytree, e.g. an Equinox model).
     - `lr`: step size `eta > 0`.
-    - `steps`: number of optimiser steps `N`; every flow is integrated over `t in [0, N]`.
+    - `steps`: number of optimiser steps `N`; every flow is integrated over `t in [0, N]`
+      (`[start_step, N]` with a warm start).
     - `flows`: names (`"discrete"`, `"stable"`, `"rod"`, ...), flow instances
       (e.g. `rodflow.RodFlow(solver=diffrax.Tsit5(), rtol=1e-6)`), or a `{label: flow}` dict
       to compare several configurations of one flow on the same run.
@@ -222,6 +224,12 @@ def compare(
       `out/checkpoint.npz` when `out` is given).
     - `save_every`: keep flat parameter snapshots every this many steps (a multiple of
       `sharpness_every`); `None` keeps none.
+    - `start_step`: warm start. The flows start at step `K = start_step` from the discrete
+      run's state there (`(z_K + z_{K+1})/2` and its step, as at step 0), and are measured from
+      `K` on (their series are nan before it). Use it to leave out an opening transient that no
+      flow models: heavy ball and Adam started at rest ring (complex eigenvalues of modulus
+      `sqrt(beta)`) for about `2 ln(100)/ln(1/beta)` steps (88 for `beta = 0.9`);
+      [`rodflow.transient_steps`][] gives that count. Default 0: every flow starts at step 0.
     - `out`: directory for `metrics.json`, `series.npz`, `compare.png` and the checkpoint.
     - `resume`: continue from `out/checkpoint.npz` if it exists (same arguments required).
     - `progress`: show a progress bar.
@@ -230,7 +238,8 @@ def compare(
     """
     problem = as_problem(loss, params)
     check_positive("lr", lr)
-    cfg = _settings(problem, steps, sharpness_every, chunk, top_k, eig_method, eig_iters, save_every)
+    cfg = _settings(problem, steps, sharpness_every, chunk, top_k, eig_method, eig_iters, save_every,
+                    start_step)
     flow_objs = resolve_flows(flows)
     opt_map = optimizer if optimizer is not None else GradientDescent()
     x0 = problem.x0
@@ -256,23 +265,31 @@ class _Settings:
     save_every: int | None
     n_chunks: int
     blocks_per_chunk: int
+    start_step: int = 0
 
     @property
     def chunk_len(self) -> int:
         return self.blocks_per_chunk * self.every
 
     def key(self) -> dict:
-        return dict(steps=self.steps, every=self.every, chunk=self.chunk_len, save_every=self.save_every,
-                    eig=[self.eig.k, self.eig.method, self.eig.max_iters])
+        key = dict(steps=self.steps, every=self.every, chunk=self.chunk_len, save_every=self.save_every,
+                   eig=[self.eig.k, self.eig.method, self.eig.max_iters])
+        if self.start_step:  # only when set, so that earlier checkpoints still resume
+            key["start_step"] = self.start_step
+        return key
 
     def kwargs(self) -> dict:
         return dict(n_blocks=self.blocks_per_chunk, every=self.every, eig=self.eig,
                     snapshots=self.save_every is not None)
 
 
-def _settings(problem, steps, sharpness_every, chunk, top_k, eig_method, eig_iters, save_every):
+def _settings(problem, steps, sharpness_every, chunk, top_k, eig_method, eig_iters, save_every,
+              start_step=0):
     """Validate the run settings shared by `compare` and `sweep`."""
     check_positive("steps", steps, int)
+    if isinstance(start_step, bool) or not isinstance(start_step, int) or not 0 <= start_step < steps:
+        raise ValueError(f"`start_step` must be an integer step in [0, steps) = [0, {steps}) at which the "
+                         f"flows start from the discrete run's state, got {start_step!r}.")
     check_positive("sharpness_every", sharpness_every, int)
     check_positive("chunk", chunk, int)
     check_positive("top_k", top_k, int)
@@ -285,7 +302,7 @@ def _settings(problem, steps, sharpness_every, chunk, top_k, eig_method, eig_ite
     resolve_method(eig_method, problem.dim, top_k)
     n_chunks, bpc = _plan(int(steps), int(sharpness_every), int(chunk))
     eig = EigConfig(k=int(top_k), method=eig_method, max_iters=int(eig_iters))
-    return _Settings(int(steps), int(sharpness_every), eig, save_every, n_chunks, bpc)
+    return _Settings(int(steps), int(sharpness_every), eig, save_every, n_chunks, bpc, int(start_step))
 
 
 def _execute(problem, opt_map, flow_objs, lr, x0, cfg: _Settings, *, batched: bool, out_dir, resume,
@@ -298,12 +315,12 @@ def _execute(problem, opt_map, flow_objs, lr, x0, cfg: _Settings, *, batched: bo
     if batched:
         carries = {"discrete": discrete_init_batched(problem, opt_map, lr, x0, U0)}
         for name, flow in flow_objs.items():
-            carries[name] = flow_init_batched(flow, problem, opt_map, lr, x0, U0)
+            carries[name] = flow_init_batched(flow, problem, opt_map, lr, x0, U0, cfg.start_step)
     else:
         fargs = FlowArgs(problem, lr, opt_map)
         carries = {"discrete": discrete_init(problem, opt_map, lr, x0, U0)}
         for name, flow in flow_objs.items():
-            carries[name] = flow_init(flow, fargs, x0, U0)
+            carries[name] = flow_init(flow, fargs, x0, U0, cfg.start_step)
     records = {name: [] for name in carries}
     blocks = {name: [] for name in carries}
     start_chunk = 0
@@ -328,6 +345,7 @@ def _execute(problem, opt_map, flow_objs, lr, x0, cfg: _Settings, *, batched: bo
             bar.update(min((ci + 1) * L, steps + 1) - min(ci * L, steps + 1))
 
     kw = cfg.kwargs()
+    flow_kw = {"start_step": cfg.start_step} if cfg.start_step else {}
     n_last = jnp.asarray(steps, jnp.int32)
     for ci in range(start_chunk, cfg.n_chunks):
         k0 = jnp.asarray(ci * L, jnp.int32)
@@ -339,10 +357,10 @@ def _execute(problem, opt_map, flow_objs, lr, x0, cfg: _Settings, *, batched: bo
         for name, flow in flow_objs.items():
             if batched:
                 carries[name], recs, per_block = timers[name](
-                    flow, problem, opt_map, lr, carries[name], k0, n_last, centres, **kw)
+                    flow, problem, opt_map, lr, carries[name], k0, n_last, centres, **kw, **flow_kw)
             else:
                 carries[name], recs, per_block = timers[name](
-                    flow, fargs, carries[name], k0, n_last, centres, **kw)
+                    flow, fargs, carries[name], k0, n_last, centres, **kw, **flow_kw)
             records[name].append(jax.device_get(recs))
             blocks[name].append(jax.device_get(per_block))
             advance(ci, name)
@@ -409,12 +427,14 @@ def _assemble(problem: Problem, opt_map, lr, cfg: _Settings, flow_objs, carries,
         f["step"] = np.arange(len(f["loss"]))
         f["rel_dist"] = relative_distance(f["dist"], d["disp"][: len(f["dist"])])
         f.update(block_series(name))
-        m = flow_metrics(f, d)
+        _mask_before(f, cfg.start_step)
+        m = flow_metrics(f, d, start=cfg.start_step)
         n_rhs = int(carries[name]["num_steps"]) * flow.evals_per_step()
         cost = flow.cost_per_rhs()
         m.update(wall_s=timings[name][0], compile_s=timings[name][1],
                  grad_evals=n_rhs * cost["grads"] + 2 * n_rhs * cost["hvps"],
-                 rhs_evals=n_rhs, diverged_at=first_nonfinite(f["loss"]))
+                 rhs_evals=n_rhs, diverged_at=_shifted(first_nonfinite(f["loss"][cfg.start_step:]),
+                                                       cfg.start_step))
         flows_m[name] = m
         series[name] = f
 
@@ -431,11 +451,32 @@ def _assemble(problem: Problem, opt_map, lr, cfg: _Settings, flow_objs, carries,
         "threshold": threshold,
         "sharpness_kind": "preconditioned" if hasattr(opt_map, "preconditioner") else "hessian",
         "eos_onset_step": d["eos_onset_step"],
+        "start_step": cfg.start_step,
         "sharpness_every": every,
         "device": str(jax.devices()[0]),
         "flows": flows_m,
     }
     return Comparison(problem.name, lr, steps, metrics, series, final, snapshots)
+
+
+def _mask_before(f: dict, start: int) -> None:
+    """A warm-started flow holds its state before `start_step`: mark what it recorded there as
+    undefined (nan) in its series."""
+    if not start:
+        return
+    n = len(f["step"])
+    for k, v in f.items():
+        if k in ("step", "sharpness_step"):
+            continue
+        v = np.asarray(v, float).copy()
+        steps = f["sharpness_step"] if k.startswith("sharpness") else f["step"]
+        if len(v) == len(steps) and (k.startswith("sharpness") or len(v) == n):
+            v[np.asarray(steps) < start] = np.nan
+            f[k] = v
+
+
+def _shifted(i, start):
+    return None if i is None else i + start
 
 
 def _map_options(opt_map) -> dict:

@@ -18,6 +18,7 @@ models the pair `(z_t, z_{t+1})`, so the flows evaluate the map at `t + 1/2`.
 from __future__ import annotations
 
 import abc
+import math
 from collections.abc import Callable
 from typing import Any, ClassVar, NamedTuple
 
@@ -402,3 +403,21 @@ def make_map(name: str, **opts) -> AbstractMap:
 
     fields = {f.name for f in dataclasses.fields(cls)}
     return cls(**{k: v for k, v in opts.items() if k in fields and v is not None})
+
+
+def transient_steps(optimizer: AbstractMap, tol: float = 1e-2) -> int:
+    """Steps for the opening transient of a momentum optimiser started at rest to decay to `tol`.
+
+    Started at rest, heavy ball (and Adam, with `beta1`) rings: every direction whose step-size
+    times curvature lies between `(1 - sqrt(beta))^2` and `(1 + sqrt(beta))^2` has a complex pair
+    of eigenvalues of modulus `sqrt(beta)`, so the ringing decays by `sqrt(beta)` per step and
+    needs `ceil(2 ln(tol) / ln(beta))` steps to fall to `tol` (88 for `beta = 0.9`, 14 for 0.5).
+    No flow models it: [`rodflow.compare`][]`(start_step=...)` can start the flows after it.
+    0 for optimisers without momentum (GD, RMSProp) and for maps of unknown momentum."""
+    if not 0 < tol < 1:
+        raise ValueError(f"`tol` must be in (0, 1), got {tol!r}.")
+    beta = getattr(optimizer, "beta1", getattr(optimizer, "beta", 0.0))
+    beta = float(beta or 0.0)
+    if not 0 < beta < 1:
+        return 0
+    return int(math.ceil(2.0 * math.log(tol) / math.log(beta)))

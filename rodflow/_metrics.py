@@ -60,9 +60,10 @@ def discrete_metrics(d: dict, threshold: float) -> dict:
     }
 
 
-def flow_metrics(flow: dict, gd: dict) -> dict:
+def flow_metrics(flow: dict, gd: dict, start: int = 0) -> dict:
     """Tracking metrics of one flow against the discrete run, over the whole run and over the
-    EoS phase (steps at or after GD's EoS onset). Undefined values are `None`."""
+    EoS phase (steps at or after GD's EoS onset). Undefined values are `None`. A flow started at
+    step `start` (warm start) is measured from there on."""
     onset = gd["eos_onset_step"]
     n = min(len(flow["rel_dist"]), len(gd["loss"]))
     k = np.arange(n)
@@ -70,10 +71,11 @@ def flow_metrics(flow: dict, gd: dict) -> dict:
     pair_loss = 0.5 * (gd["loss"][:n] + gd["loss_next"][:n])
     with np.errstate(divide="ignore", invalid="ignore"):
         loss_err = np.abs(flow["loss"][:n] - pair_loss) / np.abs(pair_loss)
-    valid = (k >= 1) & np.isfinite(gd["disp"][:n]) & (gd["disp"][:n] > 0)
+    valid = (k >= max(1, start)) & np.isfinite(gd["disp"][:n]) & (gd["disp"][:n] > 0)
     eos = valid & (k >= onset) if onset is not None else np.zeros(n, bool)
     s_steps = flow["sharpness_step"]
-    s_eos = (s_steps >= onset) & (s_steps < n) if onset is not None else np.zeros(len(s_steps), bool)
+    s_eos = ((s_steps >= onset) & (s_steps >= start) & (s_steps < n) if onset is not None
+             else np.zeros(len(s_steps), bool))
     return {
         "rel_dist_mean_eos": _mean(rel[eos]) if eos.any() else None,
         "rel_dist_max_eos": _max(rel[eos]) if eos.any() else None,

@@ -102,19 +102,23 @@ def discrete_chunk(problem: Problem, opt_map: AbstractMap, lr, carry, k0, n_last
 # ---------------------------------------------------------------------------------------------
 # flows
 # ---------------------------------------------------------------------------------------------
-def flow_init(flow: AbstractFlow, args: FlowArgs, x0, U0):
-    y0 = flow.init(x0, args)
+def flow_init(flow: AbstractFlow, args: FlowArgs, x0, U0, start_step: int = 0):
+    """Carry of a flow at time `start_step`: started from the discrete run's state at that step
+    (warm start; 0: from `x0`). Its integration starts there (see [`flow_chunk`][])."""
+    y0 = flow.init(x0, args.warm_started(x0, start_step))
     return {"y": y0, "U": U0, "y_final": y0, "num_steps": jnp.zeros((), jnp.int32)}
 
 
 @eqx.filter_jit
 def flow_chunk(flow: AbstractFlow, args: FlowArgs, carry, k0, n_last, centres, *,
-               n_blocks: int, every: int, eig: EigConfig, snapshots: bool):
+               n_blocks: int, every: int, eig: EigConfig, snapshots: bool, start_step: int = 0):
     """Integrate `flow` over `n_blocks * every` steps from time `k0` with `diffrax.diffeqsolve`.
 
     At each integer time `k` it records the distance of the flow's centre to GD's centre
     `m_k` (`centres[k - k0]`), the predicted loss and the flow's extras; per block, its
-    sharpness. `y_final` is the state at time `n_last`.
+    sharpness. `y_final` is the state at time `n_last`. With a warm start the flow's carry is
+    its state at `start_step` and integration starts there: blocks before it are zero-length
+    solves, and what they record is masked on the host.
     """
     dtype = centres.dtype
     term = diffrax.ODETerm(lambda t, y, a: flow.vector_field(t, y, a[0]))
@@ -134,15 +138,18 @@ def flow_chunk(flow: AbstractFlow, args: FlowArgs, carry, k0, n_last, centres, *
                                   max_iters=eig.max_iters)
         ms = jax.lax.dynamic_slice_in_dim(centres, b * every, every)
         t0 = jnp.asarray(kb, dtype)
-        ts = t0 + jnp.arange(every, dtype=dtype)
-        t_last = jnp.clip(jnp.asarray(n_last, dtype), t0, t0 + every)
+        if start_step:  # the warm-started flow exists from `start_step` on
+            t0 = jnp.clip(jnp.asarray(start_step, dtype), t0, t0 + every)
+        ts = jnp.maximum(jnp.asarray(kb, dtype) + jnp.arange(every, dtype=dtype), t0)
+        t_last = jnp.clip(jnp.asarray(n_last, dtype), t0, kb + every)
         saveat = diffrax.SaveAt(subs=[
             diffrax.SubSaveAt(ts=ts, fn=observe),
             diffrax.SubSaveAt(ts=t_last[None]),
             diffrax.SubSaveAt(t1=True),
         ])
+        t1 = jnp.asarray(kb + every, dtype)
         sol = diffrax.diffeqsolve(
-            term, flow.solver, t0=t0, t1=t0 + every, dt0=flow.dt, y0=y, args=(args, ms, kb),
+            term, flow.solver, t0=t0, t1=t1, dt0=flow.dt, y0=y, args=(args, ms, kb),
             saveat=saveat, stepsize_controller=controller, max_steps=flow.max_steps(every),
             throw=False,
         )
@@ -178,8 +185,12 @@ def discrete_init_batched(problem: Problem, opt_map: AbstractMap, lr, x0, U0):
 
 
 @eqx.filter_jit
-def flow_init_batched(flow: AbstractFlow, problem: Problem, opt_map: AbstractMap, lr, x0, U0):
-    return jax.vmap(lambda lr_, x_: flow_init(flow, FlowArgs(problem, lr_, opt_map), x_, U0))(lr, x0)
+def flow_init_batched(flow: AbstractFlow, problem: Problem, opt_map: AbstractMap, lr, x0, U0,
+                      start_step: int = 0):
+    def one(lr_, x_):
+        return flow_init(flow, FlowArgs(problem, lr_, opt_map), x_, U0, start_step)
+
+    return jax.vmap(one)(lr, x0)
 
 
 @eqx.filter_jit

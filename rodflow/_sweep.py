@@ -110,6 +110,7 @@ def sweep(
     eig_iters: int = 40,
     chunk: int = 500,
     save_every: int | None = None,
+    start_step: int = 0,
     devices: int | None = None,
     out: str | Path | None = None,
     resume: bool = False,
@@ -138,7 +139,8 @@ def sweep(
         raise ValueError("`lrs` is empty; give at least one step size.")
     for v in lrs:
         check_positive("lrs", v)
-    cfg = _settings(problem, steps, sharpness_every, chunk, top_k, eig_method, eig_iters, save_every)
+    cfg = _settings(problem, steps, sharpness_every, chunk, top_k, eig_method, eig_iters, save_every,
+                    start_step)
     flow_objs = resolve_flows(flows)
     opt_map = optimizer if optimizer is not None else GradientDescent()
     dtype = problem.dtype

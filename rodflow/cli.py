@@ -74,6 +74,9 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eig-method", default="auto", choices=("auto", "lobpcg", "power", "dense"))
     p.add_argument("--chunk", type=int, default=500, help="steps per compiled chunk / checkpoint")
     p.add_argument("--save-every", type=int, default=None, help="keep parameter snapshots every K steps")
+    p.add_argument("--start-step", default="0",
+                   help="warm start: the flows start at this step from the discrete run's state, "
+                        "'auto' = after the momentum transient (rodflow.transient_steps); default 0")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--no-figure", action="store_true", help="do not draw the figure")
@@ -128,6 +131,17 @@ def _optimizer(args):
                     bias_correction=args.bias_correction)
 
 
+def _start_step(args, optimizer) -> int:
+    from ._maps import transient_steps
+
+    if args.start_step == "auto":
+        return transient_steps(optimizer)
+    try:
+        return int(args.start_step)
+    except ValueError as e:
+        raise ValueError(f"`--start-step` must be a step number or 'auto', got {args.start_step!r}.") from e
+
+
 def _cmd_compare(args, extra) -> int:
     import jax
 
@@ -138,10 +152,12 @@ def _cmd_compare(args, extra) -> int:
 
     problem = problems.get(args.problem, **_problem_options(extra))
     out = args.out if args.out is not None else Path("runs") / args.problem
+    optimizer = _optimizer(args)
     result = compare(
-        problem, lr=args.lr, steps=args.steps, flows=_flows(args), optimizer=_optimizer(args),
+        problem, lr=args.lr, steps=args.steps, flows=_flows(args), optimizer=optimizer,
         sharpness_every=args.sharpness_every, top_k=args.top_k, eig_method=args.eig_method,
-        chunk=args.chunk, save_every=args.save_every, out=out, resume=args.resume,
+        chunk=args.chunk, save_every=args.save_every, start_step=_start_step(args, optimizer),
+        out=out, resume=args.resume,
         progress=not args.no_progress, figure=not args.no_figure,
     )
     print(result.table())
@@ -178,10 +194,12 @@ def _cmd_sweep(args, extra) -> int:
             raise ValueError(f"`--seeds` must be comma-separated integers, got {args.seeds!r}.") from e
     problem = problems.get(args.problem, **_problem_options(extra))
     out = args.out if args.out is not None else Path("runs") / f"{args.problem}-sweep"
+    optimizer = _optimizer(args)
     result = sweep(
-        problem, lrs=lrs, seeds=seeds, steps=args.steps, flows=_flows(args), optimizer=_optimizer(args),
+        problem, lrs=lrs, seeds=seeds, steps=args.steps, flows=_flows(args), optimizer=optimizer,
         sharpness_every=args.sharpness_every, top_k=args.top_k, eig_method=args.eig_method,
-        chunk=args.chunk, save_every=args.save_every, devices=args.devices, out=out,
+        chunk=args.chunk, save_every=args.save_every, start_step=_start_step(args, optimizer),
+        devices=args.devices, out=out,
         resume=args.resume, progress=not args.no_progress, figure=not args.no_figure,
     )
     print(result.table())

@@ -6,6 +6,8 @@ from typing import Any
 
 import diffrax
 import equinox as eqx
+import jax
+import jax.numpy as jnp
 from jaxtyping import Array, Float, PyTree
 
 from .._maps import AbstractMap, GradientDescent
@@ -18,11 +20,17 @@ class FlowArgs(eqx.Module):
     Flows live on the map's joint state `z` (`z = x` for GD): `delta(z, t)` is `F(z) - z` at
     step `t` (only bias-corrected optimisers depend on `t`), `params(z)` the parameters of `z`,
     `init_state(x0)` the state `z0` of a run started at `x0`.
+
+    Flows start at step `start` (0 unless the run has a warm start, see `compare(start_step=)`):
+    `init_state(x0)` is then the discrete run's state `z_start` at that step, and a flow's first
+    step is `delta(z_start, start)`.
     """
 
     problem: Problem
     lr: Float[Array, ""]
     map: AbstractMap = GradientDescent()
+    start: Float[Array, ""] | float = 0.0
+    z_start: Float[Array, " n"] | None = None
 
     def delta(self, x, t=None):
         return self.map.delta(self.problem, x, self.lr, t)
@@ -31,7 +39,19 @@ class FlowArgs(eqx.Module):
         return self.map.params(self.problem, z)
 
     def init_state(self, x0):
+        if self.z_start is not None:
+            return self.z_start
         return self.map.init_state(self.problem, x0, self.lr)
+
+    def warm_started(self, x0, steps: int) -> FlowArgs:
+        """These arguments with the discrete run's state after `steps` steps from `x0` as the
+        flows' start (`steps` iterations of the map, the discrete run's own updates)."""
+        if steps == 0:
+            return self
+        z0 = self.map.init_state(self.problem, x0, self.lr)
+        dtype = z0.dtype
+        z = jax.lax.fori_loop(0, steps, lambda k, z: z + self.delta(z, k.astype(dtype)), z0)
+        return FlowArgs(self.problem, self.lr, self.map, jnp.asarray(steps, dtype), z)
 
 
 class AbstractFlow(eqx.Module):
@@ -53,7 +73,8 @@ class AbstractFlow(eqx.Module):
 
     @abc.abstractmethod
     def init(self, x0: Float[Array, " p"], args: FlowArgs) -> PyTree:
-        """The flow's state at `t = 0` for a discrete run started at `x0`."""
+        """The flow's state at `t = args.start` (0 without a warm start) for a discrete run
+        started at `x0`; `args.init_state(x0)` is the discrete state at that step."""
 
     @abc.abstractmethod
     def vector_field(self, t, y: PyTree, args: FlowArgs) -> PyTree:

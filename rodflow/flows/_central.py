@@ -192,7 +192,8 @@ class CentralFlow(AbstractFlow):
 
     # -- AbstractFlow ----------------------------------------------------------------------------
     def init(self, x0, args: FlowArgs):
-        w0 = x0 + 0.5 * args.delta(x0)
+        z0 = args.init_state(x0)
+        w0 = z0 + 0.5 * args.delta(z0, args.start)
         k = min(self.k, w0.shape[0])
         U0 = initial_vectors(w0.shape[0], k, w0.dtype)
         method = "auto" if self.eig_method == "rr" else self.eig_method

@@ -74,16 +74,17 @@ class _Family(eqx.Module):
 
 
 def _start(args: FlowArgs, x0):
-    """`(x1 - x0, nu_1)` of the discrete run: one step of the optimiser itself from rest."""
+    """`(x1 - x0, nu_1)` of the discrete run: one step of the optimiser itself from rest (from
+    the warm start's state `z_K` at step `K`: `(x_{K+1} - x_K, nu_{K+1})`)."""
     z0 = args.init_state(x0)
-    z1 = z0 + args.delta(z0, 0.0)
+    z1 = z0 + args.delta(z0, args.start)
     fam = _Family.of(args.map)
     nu = None
     if fam.beta2 is not None:
         n_nu = args.map.n_smooth(args.problem)
         nu = z1[z1.shape[0] - n_nu:]
         nu = nu[0] if fam.scalar else nu
-    return args.params(z1) - x0, nu
+    return args.params(z1) - args.params(z0), nu
 
 
 def _start_centre(args: FlowArgs, x0):
@@ -93,7 +94,7 @@ def _start_centre(args: FlowArgs, x0):
     half a step of `nu`'s own ODE, `dnu/dt = (1 - beta2)(g(c_0)^2 - nu)`, to count 1.5. Without
     it `nu` lags the bias correction by half a step: `P` starts `sqrt(1.5)` too large for Adam."""
     d, nu = _start(args, x0)
-    c0 = x0 + 0.5 * d
+    c0 = args.params(args.init_state(x0)) + 0.5 * d
     fam = _Family.of(args.map)
     if nu is not None:
         nu = nu + 0.5 * fam.drive(jax.grad(args.problem.loss_flat)(c0) ** 2, nu)

@@ -165,7 +165,7 @@ class RodFlow(AbstractFlow):
     # -- AbstractFlow ----------------------------------------------------------------------------
     def init(self, x0, args: FlowArgs):
         z0 = args.init_state(x0)
-        d0 = args.delta(z0, 0.0)
+        d0 = args.delta(z0, args.start)
         w0 = None
         if self.smooth_nu:
             n = z0.shape[0] - args.map.n_smooth(args.problem)

@@ -36,7 +36,7 @@ class StableFlow(AbstractFlow):
 
     def init(self, x0, args: FlowArgs):
         z0 = args.init_state(x0)
-        return z0 + 0.5 * args.delta(z0, 0.0)
+        return z0 + 0.5 * args.delta(z0, args.start)
 
     def vector_field(self, t, y, args: FlowArgs):
         return args.delta(y, t + 0.5)
