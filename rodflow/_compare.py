@@ -287,7 +287,8 @@ def _settings(problem, steps, sharpness_every, chunk, top_k, eig_method, eig_ite
               start_step=0):
     """Validate the run settings shared by `compare` and `sweep`."""
     check_positive("steps", steps, int)
-    if isinstance(start_step, bool) or not isinstance(start_step, int) or not 0 <= start_step < steps:
+    integer = isinstance(start_step, (int, np.integer)) and not isinstance(start_step, bool)
+    if not integer or not 0 <= start_step < steps:
         raise ValueError(f"`start_step` must be an integer step in [0, steps) = [0, {steps}) at which the "
                          f"flows start from the discrete run's state, got {start_step!r}.")
     check_positive("sharpness_every", sharpness_every, int)
@@ -460,8 +461,8 @@ def _assemble(problem: Problem, opt_map, lr, cfg: _Settings, flow_objs, carries,
 
 
 def _mask_before(f: dict, start: int) -> None:
-    """A warm-started flow holds its state before `start_step`: mark what it recorded there as
-    undefined (nan) in its series."""
+    """A warm-started flow does not exist before `start_step` (its carry is the state there):
+    mark what it recorded before as undefined (nan) in its series."""
     if not start:
         return
     n = len(f["step"])

@@ -95,10 +95,12 @@ def test_start_step_must_be_a_step_of_the_run(bad):
 def test_cli_start_step_auto(tmp_path):
     out = tmp_path / "run"
     code = main(["compare", "--problem", "quadratic", "--lr", "0.1", "--steps", "100", "--optimizer",
-                 "heavy-ball", "--beta", "0.5", "--start-step", "auto", "--flows", "discrete,stable",
-                 "--out", str(out), "--no-progress", "--no-figure"])
+                 "heavy-ball", "--beta", "0.5", "--start-step", "auto", "--flows", "discrete,stable,rod",
+                 "--out", str(out), "--no-progress"])
     assert code == 0
-    assert json.loads((out / "metrics.json").read_text())["start_step"] == 14
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["start_step"] == 14 and m["flows"]["rod"]["rel_dist_mean"] is not None
+    assert (out / "compare.png").stat().st_size > 10_000  # the figure copes with the nan prefix
 
 
 def test_cli_start_step_bad_value_one_line(capsys):
