@@ -275,9 +275,8 @@ def summary(results) -> str:
         def fmt(v):
             return "-" if v is None else (f"{v:.3g}" if isinstance(v, float) else str(v))
 
-        (best_stable, _), (best_rod, _) = _best(fl, STABLE_FLOWS), _best(fl, ROD_FLOWS)
         diverged = [f for f in ROD_FLOWS if fl.get(f, {}).get("diverged_at") is not None]
-        ratio = best_rod / best_stable if best_rod is not None and best_stable is not None else None
+        ratio = _ratio(e)
         cells = [fmt(d(f)) if f not in diverged else f"diverged at {fl[f]['diverged_at']}" for f in cols]
         walls = f"{fmt(fl['discrete'].get('wall_s'))} | {fmt(fl['rod'].get('wall_s'))}"
         lines.append(f"| {name} | {e['lr']:g} | {e['eos_onset_step']} | {e.get('start_step', 0)} | "

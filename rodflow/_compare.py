@@ -465,14 +465,13 @@ def _mask_before(f: dict, start: int) -> None:
     mark what it recorded before as undefined (nan) in its series."""
     if not start:
         return
-    n = len(f["step"])
     for k, v in f.items():
         if k in ("step", "sharpness_step"):
             continue
-        v = np.asarray(v, float).copy()
-        steps = f["sharpness_step"] if k.startswith("sharpness") else f["step"]
-        if len(v) == len(steps) and (k.startswith("sharpness") or len(v) == n):
-            v[np.asarray(steps) < start] = np.nan
+        steps = np.asarray(f["sharpness_step"] if k.startswith("sharpness") else f["step"])
+        if len(v) == len(steps):
+            v = np.asarray(v, float).copy()
+            v[steps < start] = np.nan
             f[k] = v
 
 
