@@ -46,7 +46,7 @@ def main(argv=None):
     }
     t = time.perf_counter()
     r = rodflow.compare(rodflow.problems.get("mlp-digits"), lr=0.07, steps=args.steps, flows=flows,
-                        out=args.out.parent / "core_acceptance_mlp", progress=True)
+                        out=args.out.parent / "core_acceptance_mlp", overwrite=True, progress=True)
     print(r.table())
     results["runs"]["mlp-digits"] = {**r.metrics, "total_s": time.perf_counter() - t}
 

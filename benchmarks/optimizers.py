@@ -35,9 +35,14 @@ jax.config.update("jax_enable_x64", True)
 import numpy as np  # noqa: E402
 
 import rodflow  # noqa: E402
-from rodflow import MomentumRodFlow, MomentumStableFlow, RodFlow, StableFlow  # noqa: E402
+from rodflow import (  # noqa: E402
+    MomentumRodFlow,
+    MomentumStableFlow,
+    RodFlow,
+    StableFlow,
+    make_map,  # noqa: E402
+)
 from rodflow._io import write_json  # noqa: E402
-from rodflow._maps import make_map  # noqa: E402
 
 # problem -> optimiser -> step size at its edge of stability (default options of each map)
 RUNS = {"mlp-digits": {
@@ -124,10 +129,10 @@ def main(argv=None):
         opt = make_map(opt_name, **options)
         start_step = rodflow.transient_steps(opt) if args.warm else 0
         flows = {"stable": StableFlow(), "rod": RodFlow()}
-        if opt.n_smooth(problem):
+        if opt.split(problem, opt.init_state(problem, problem.x0, lr)).nu.size:  # has second moments
             flows["rod_smooth_nu"] = RodFlow(smooth_nu=True)
             flows["rod_nu_centre"] = RodFlow(smooth_nu=True, nu_at="centre")
-        if opt_name in ("heavy-ball", "adam", "scalar-adam"):
+        if opt.momentum() > 0 and MomentumStableFlow().unsupported(opt) is None:
             flows["stable_momentum"] = MomentumStableFlow()
             flows["rod_momentum"] = MomentumRodFlow()
         t0 = time.perf_counter()

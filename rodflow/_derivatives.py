@@ -19,11 +19,6 @@ def hvp(f: Callable[[Vec], Array], x: Vec, v: Vec) -> Vec:
     return jax.jvp(jax.grad(f), (x,), (v,))[1]
 
 
-def grad_and_hvp(f: Callable[[Vec], Array], x: Vec, v: Vec) -> tuple[Vec, Vec]:
-    """`(g(x), H(x) v)` in one forward-over-reverse pass."""
-    return jax.jvp(jax.grad(f), (x,), (v,))
-
-
 def rod_curvature(f: Callable[[Vec], Array], x: Vec, v: Vec) -> Array:
     """`kappa(x, v) = v . H(x) v`, the curvature of `f` along `v` at `x`."""
     return jnp.vdot(v, hvp(f, x, v))

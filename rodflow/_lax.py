@@ -22,3 +22,13 @@ def gated(pred, fn, default):
 
     _, out = jax.lax.while_loop(lambda c: pred & ~c[0], body, (jnp.asarray(False), default))
     return out
+
+
+def select_gated(pred, true_fn, false_fn):
+    """`true_fn()` where `pred`, else `false_fn()` (pytrees of the same structure): each branch
+    runs through [`gated`][], so under `jax.vmap` a branch is evaluated only when some lane of
+    the batch needs it (a `lax.cond` would evaluate both for every lane)."""
+    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(true_fn))
+    on = gated(pred, true_fn, zeros)
+    off = gated(~pred, false_fn, zeros)
+    return jax.tree.map(lambda p, q: jnp.where(pred, p, q), on, off)

@@ -1,4 +1,8 @@
-"""Command line: `rodflow compare ...` (and `rodflow problems`).
+"""Command line: `rodflow compare ...`, `rodflow sweep ...` (and `rodflow problems`).
+
+Every option comes from the library: the run settings from [`rodflow.Settings`][], the
+optimisers and their hyper-parameters from `rodflow.MAPS`, the flows and their configuration
+(`--<flow>-<option>`, e.g. `--rod-dt 0.5`, `--central-k 2`) from `rodflow.FLOWS`.
 
 Exit codes: 0 success; 2 bad input (one-line message, no traceback); 3 the run finished but GD or
 a flow became non-finite (the step is reported, metrics and figure are still written).
@@ -7,10 +11,21 @@ a flow became non-finite (the step is reported, metrics and figure are still wri
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import shlex
 import sys
+import types
+import typing
 from pathlib import Path
 
-SOLVERS = ("euler", "heun", "midpoint", "ralston", "bosh3", "tsit5", "dopri5")
+import diffrax
+import numpy as np
+
+SOLVERS = {"euler": diffrax.Euler, "heun": diffrax.Heun, "midpoint": diffrax.Midpoint,
+           "ralston": diffrax.Ralston, "bosh3": diffrax.Bosh3, "tsit5": diffrax.Tsit5,
+           "dopri5": diffrax.Dopri5}
+# Settings the CLI spells its own way (out: runs/<problem>; --no-progress, --no-figure; K|auto)
+_SETTINGS_SPECIAL = ("out", "progress", "figure", "start_step")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -23,188 +38,171 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"rodflow: error: {message}\n")
 
 
-def _parse_value(text: str):
-    for conv in (int, float):
-        try:
-            return conv(text)
-        except ValueError:
-            pass
-    return text
+def _argument(hint, default, help_text: str) -> dict | None:
+    """argparse keywords for an option of type `hint` (`None`: not settable from the CLI)."""
+    if typing.get_origin(hint) not in (None, typing.Union, typing.Literal, types.UnionType):
+        return None  # e.g. a callable
+    args = set(typing.get_args(hint)) - {type(None)}
+    if hint is bool or args == {bool}:
+        return dict(action=argparse.BooleanOptionalAction, help=help_text)
+    if typing.get_origin(hint) is typing.Literal:
+        return dict(choices=typing.get_args(hint), help=help_text)
+    if isinstance(default, diffrax.AbstractSolver) or hint is diffrax.AbstractSolver:
+        return dict(choices=tuple(SOLVERS), help=help_text)
+    for kind in (int, float, str):
+        if hint is kind or args == {kind} or (kind is float and args == {float, int}):
+            return dict(type=kind, metavar=kind.__name__.upper(), help=help_text)
+    return None
 
 
-def _problem_options(extra: list[str]) -> dict:
-    """`--key value` / `--key=value` pairs left over by argparse -> problem options."""
-    opts, i = {}, 0
-    while i < len(extra):
-        tok = extra[i]
-        if not tok.startswith("--"):
-            raise ValueError(f"unexpected argument {tok!r}; problem options look like `--width 64`.")
-        key, _, val = tok[2:].partition("=")
-        if not val:
-            if i + 1 >= len(extra) or extra[i + 1].startswith("--"):
-                raise ValueError(f"option `--{key}` needs a value, e.g. `--{key} 64`.")
-            val = extra[i + 1]
-            i += 1
-        opts[key.replace("-", "_")] = _parse_value(val)
-        i += 1
-    return opts
+def _default(f: dataclasses.Field):
+    return None if f.default is dataclasses.MISSING else f.default
 
 
-def _solver(name: str | None):
-    if name is None:
-        return None
-    import diffrax
+def _add_library_options(p: argparse.ArgumentParser) -> None:
+    from . import _registry as reg
+    from ._settings import Settings
 
-    table = {"euler": diffrax.Euler, "heun": diffrax.Heun, "midpoint": diffrax.Midpoint,
-             "ralston": diffrax.Ralston, "bosh3": diffrax.Bosh3, "tsit5": diffrax.Tsit5,
-             "dopri5": diffrax.Dopri5}
-    return table[name]()
-
-
-def _add_run_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--problem", required=True, help="built-in problem name (see `rodflow problems`)")
-    p.add_argument("--steps", type=int, required=True, help="number of optimiser steps N")
+    hints = reg.option_types(Settings)
+    for name, f in reg.options(Settings).items():
+        if name not in _SETTINGS_SPECIAL:
+            kw = _argument(hints[name], _default(f), f"{f.metadata.get('help', '')} (default {_default(f)})")
+            p.add_argument(f"--{name.replace('_', '-')}", dest=f"set__{name}", default=None,
+                           required=name == "steps", **kw)
+    p.add_argument("--start-step", dest="set__start_step", default=None, metavar="K|auto",
+                   help=reg.options(Settings)["start_step"].metadata["help"] + " (default 0)")
     p.add_argument("--flows", default="discrete,stable,rod",
-                   help="comma-separated runs: discrete, stable, rod (default), central, "
-                        "stable-momentum, rod-momentum (heavy ball, RMSProp, Adam)")
+                   help=f"comma-separated runs: discrete, {', '.join(reg.FLOWS)} "
+                        "(default discrete,stable,rod)")
     p.add_argument("--x64", action="store_true", help="simulate in float64 (default float32)")
     p.add_argument("--out", type=Path, default=None, help="output directory (default runs/<problem>)")
-    p.add_argument("--sharpness-every", type=int, default=10, help="sharpness measured every K steps")
-    p.add_argument("--top-k", type=int, default=1, help="number of Hessian eigenvalues tracked")
-    p.add_argument("--eig-method", default="auto", choices=("auto", "lobpcg", "power", "dense"))
-    p.add_argument("--chunk", type=int, default=500, help="steps per compiled chunk / checkpoint")
-    p.add_argument("--save-every", type=int, default=None, help="keep parameter snapshots every K steps")
-    p.add_argument("--start-step", default="0",
-                   help="warm start: the flows start at this step from the discrete run's state, "
-                        "'auto' = after the momentum transient (rodflow.transient_steps); default 0")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--no-figure", action="store_true", help="do not draw the figure")
     g = p.add_argument_group("optimizer (the discrete run and the map the flows model)")
-    g.add_argument("--optimizer", default="gd",
-                   choices=("gd", "heavy-ball", "nesterov", "rmsprop", "adam", "nadam", "scalar-rmsprop",
-                            "scalar-adam"), help="default gd")
-    g.add_argument("--beta", type=float, default=None, help="momentum (heavy-ball, nesterov; default 0.9)")
-    g.add_argument("--beta1", type=float, default=None, help="first-moment decay (adam family; default 0.9)")
-    g.add_argument("--beta2", type=float, default=None,
-                   help="second-moment decay (default 0.999 adam family, 0.99 rmsprop)")
-    g.add_argument("--eps", type=float, default=None, help="adaptive optimisers' eps (default 1e-8)")
-    g.add_argument("--bias-correction", action=argparse.BooleanOptionalAction, default=None,
-                   help="bias correction (default: on for adam/nadam, off for rmsprop)")
-    g = p.add_argument_group("rod flow")
-    g.add_argument("--rod-solver", choices=SOLVERS, default=None, help="default euler")
-    g.add_argument("--rod-dt", type=float, default=None, help="default 0.5 (initial step if adaptive)")
-    g.add_argument("--rod-rtol", type=float, default=None, help="adaptive step control tolerance")
-    g.add_argument("--rod-variant", choices=("exact", "taylor"), default=None)
-    g.add_argument("--eps-floor", type=float, default=None,
-                   help="noise floor (default: machine epsilon of the dtype; 0 disables)")
-    g.add_argument("--rod-smooth-nu", action="store_true", default=None,
-                   help="keep the second moment nu as a smooth variable (no rod component)")
-    g = p.add_argument_group("stable flow")
-    g.add_argument("--stable-solver", choices=SOLVERS, default=None, help="default tsit5")
-    g.add_argument("--stable-rtol", type=float, default=None, help="default 1e-6")
+    g.add_argument("--optimizer", default="gd", choices=tuple(reg.MAPS), help="default gd")
+    seen: dict[str, list[str]] = {}
+    for mname, cls in reg.MAPS.items():
+        for name in reg.options(cls):
+            seen.setdefault(name, []).append(mname)
+    for name, owners in seen.items():
+        cls = reg.MAPS[owners[0]]
+        kw = _argument(reg.option_types(cls)[name], None, f"({', '.join(owners)})")
+        if kw is not None:
+            g.add_argument(f"--{name.replace('_', '-')}", dest=f"opt__{name}", default=None, **kw)
+    for fname, cls in reg.FLOWS.items():
+        g = p.add_argument_group(f"flow {fname!r}")
+        hints = reg.option_types(cls)
+        for name, f in reg.options(cls).items():
+            kw = _argument(hints[name], _default(f), f"default {_default(f)!r}")
+            if kw is not None:
+                flags = [f"--{fname}-{name.replace('_', '-')}"]
+                if fname == "rod" and name == "eps_floor":
+                    flags.append("--eps-floor")  # the historical spelling
+                g.add_argument(*flags, dest=f"flow__{fname}__{name}", default=None, **kw)
+
+
+def _given(args, prefix: str) -> dict:  # the options given on the command line, by prefix
+    return {k[len(prefix):]: v for k, v in vars(args).items() if k.startswith(prefix) and v is not None}
+
+
+def _settings(args, out: Path):
+    from ._settings import Settings
+
+    opts = _given(args, "set__")
+    start = opts.get("start_step")
+    if start is not None and start != "auto":
+        try:
+            opts["start_step"] = int(start)
+        except ValueError as e:
+            raise ValueError(f"`--start-step` must be a step number or 'auto', got {start!r}.") from e
+    return Settings(**opts, out=out, progress=not args.no_progress,
+                    figure=not args.no_figure)
 
 
 def _flows(args) -> list:
-    from ._compare import flow_from_options, resolve_flows
+    from ._registry import FLOWS, make_flow, resolve_flows
 
     names = [f for f in args.flows.split(",") if f]
     if not names:
         raise ValueError("`--flows` is empty; give e.g. `--flows discrete,stable,rod`.")
     resolve_flows(names)  # validates names
-    rod_opts = dict(solver=_solver(args.rod_solver), dt=args.rod_dt, rtol=args.rod_rtol,
-                    variant=args.rod_variant, eps_floor=args.eps_floor, smooth_nu=args.rod_smooth_nu)
-    stable_opts = dict(solver=_solver(args.stable_solver), rtol=args.stable_rtol)
-    out = []
-    for n in names:
-        if n == "discrete":
-            continue
-        opts = {"rod": rod_opts, "stable": stable_opts}.get(n, {})
-        out.append(flow_from_options(n, **opts))
-    return out
+    per_flow: dict[str, dict] = {}
+    for key, value in _given(args, "flow__").items():
+        fname, name = key.split("__")
+        if fname not in names:
+            raise ValueError(f"`--{fname}-{name.replace('_', '-')}` configures the flow {fname!r}, which is "
+                             f"not in `--flows` ({args.flows}).")
+        solver = isinstance(_default(FLOWS[fname].__dataclass_fields__[name]), diffrax.AbstractSolver)
+        per_flow.setdefault(fname, {})[name] = SOLVERS[value]() if solver else value
+    return [make_flow(n, **per_flow.get(n, {})) for n in names if n != "discrete"]
 
 
 def _optimizer(args):
-    from ._maps import make_map
+    from ._registry import make_map
 
-    return make_map(args.optimizer, beta=args.beta, beta1=args.beta1, beta2=args.beta2, eps=args.eps,
-                    bias_correction=args.bias_correction)
+    return make_map(args.optimizer, **_given(args, "opt__"))
 
 
-def _start_step(args, optimizer) -> int:
-    from ._maps import transient_steps
+def _common(args, extra, default_out: str):
+    import jax
 
-    if args.start_step == "auto":
-        return transient_steps(optimizer)
-    try:
-        return int(args.start_step)
-    except ValueError as e:
-        raise ValueError(f"`--start-step` must be a step number or 'auto', got {args.start_step!r}.") from e
+    if args.x64:
+        jax.config.update("jax_enable_x64", True)
+    from . import problems
+    from .problems._registry import parse_options
+
+    problem = problems.get(args.problem, **parse_options(extra))
+    out = args.out if args.out is not None else Path("runs") / default_out
+    args.out = out  # for the message on an interruption
+    return problem, dict(flows=_flows(args), optimizer=_optimizer(args), settings=_settings(args, out)), out
+
+
+def _report(result, out: Path, name: str, args) -> int:
+    """Print the table and where it was written; exit code 3 if a run became non-finite."""
+    print(result.table())
+    print(f"wrote {out / name}" + ("" if args.no_figure else f" and {out / name.replace('.json', '.png')}"))
+    for msg in result.diverged():
+        print(f"rodflow: {msg}", file=sys.stderr)
+    return 3 if result.diverged() else 0
 
 
 def _cmd_compare(args, extra) -> int:
-    import jax
+    from ._api import compare
 
-    if args.x64:
-        jax.config.update("jax_enable_x64", True)
-    from . import problems
-    from ._compare import compare
+    problem, kw, out = _common(args, extra, args.problem)
+    return _report(compare(problem, lr=args.lr, **kw), out, "metrics.json", args)
 
-    problem = problems.get(args.problem, **_problem_options(extra))
-    out = args.out if args.out is not None else Path("runs") / args.problem
-    optimizer = _optimizer(args)
-    result = compare(
-        problem, lr=args.lr, steps=args.steps, flows=_flows(args), optimizer=optimizer,
-        sharpness_every=args.sharpness_every, top_k=args.top_k, eig_method=args.eig_method,
-        chunk=args.chunk, save_every=args.save_every, start_step=_start_step(args, optimizer),
-        out=out, resume=args.resume,
-        progress=not args.no_progress, figure=not args.no_figure,
-    )
-    print(result.table())
-    print(f"wrote {out / 'metrics.json'}" + ("" if args.no_figure else f" and {out / 'compare.png'}"))
-    diverged = [(n, m["diverged_at"]) for n, m in result.metrics["flows"].items()
-                if m.get("diverged_at") is not None]
-    for name, step in diverged:
-        print(f"rodflow: {name} became non-finite at step {step}", file=sys.stderr)
-    return 3 if diverged else 0
+
+def parse_lr_range(text: str) -> list[float]:
+    """`"start:stop:count"` -> `count` step sizes evenly spaced from start to stop inclusive."""
+    try:
+        start, stop, count = text.split(":")
+        start, stop, count = float(start), float(stop), int(count)
+    except ValueError as e:
+        raise ValueError(f"`--lr-range` must look like start:stop:count (e.g. 0.02:0.1:16), "
+                         f"got {text!r}.") from e
+    if count < 1:
+        raise ValueError(f"`--lr-range` count must be >= 1, got {count}.")
+    return np.linspace(start, stop, count).tolist()
+
+
+def _numbers(text: str, name: str, kind) -> list:
+    try:
+        return [kind(v) for v in text.split(",") if v]
+    except ValueError as e:
+        raise ValueError(f"`--{name}` must be comma-separated {'integers' if kind is int else 'numbers'}, "
+                         f"got {text!r}.") from e
 
 
 def _cmd_sweep(args, extra) -> int:
-    import jax
-
-    if args.x64:
-        jax.config.update("jax_enable_x64", True)
-    from . import problems
-    from ._sweep import parse_lr_range, sweep
+    from ._api import sweep
 
     if (args.lrs is None) == (args.lr_range is None):
         raise ValueError("give exactly one of `--lrs a,b,c` or `--lr-range start:stop:count`.")
-    if args.lrs is not None:
-        try:
-            lrs = [float(v) for v in args.lrs.split(",") if v]
-        except ValueError as e:
-            raise ValueError(f"`--lrs` must be comma-separated numbers, got {args.lrs!r}.") from e
-    else:
-        lrs = parse_lr_range(args.lr_range)
-    seeds = None
-    if args.seeds is not None:
-        try:
-            seeds = [int(v) for v in args.seeds.split(",") if v]
-        except ValueError as e:
-            raise ValueError(f"`--seeds` must be comma-separated integers, got {args.seeds!r}.") from e
-    problem = problems.get(args.problem, **_problem_options(extra))
-    out = args.out if args.out is not None else Path("runs") / f"{args.problem}-sweep"
-    optimizer = _optimizer(args)
-    result = sweep(
-        problem, lrs=lrs, seeds=seeds, steps=args.steps, flows=_flows(args), optimizer=optimizer,
-        sharpness_every=args.sharpness_every, top_k=args.top_k, eig_method=args.eig_method,
-        chunk=args.chunk, save_every=args.save_every, start_step=_start_step(args, optimizer),
-        devices=args.devices, out=out,
-        resume=args.resume, progress=not args.no_progress, figure=not args.no_figure,
-    )
-    print(result.table())
-    print(f"wrote {out / 'sweep.json'}" + ("" if args.no_figure else f" and {out / 'sweep.png'}"))
-    return 0
+    lrs = _numbers(args.lrs, "lrs", float) if args.lrs is not None else parse_lr_range(args.lr_range)
+    seeds = None if args.seeds is None else _numbers(args.seeds, "seeds", int)
+    problem, kw, out = _common(args, extra, f"{args.problem}-sweep")
+    return _report(sweep(problem, lrs=lrs, seeds=seeds, devices=args.devices, **kw), out, "sweep.json", args)
 
 
 def _cmd_problems(args, extra) -> int:
@@ -224,16 +222,18 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compare", help="GD and its flows on one problem at one step size",
                        description="Unrecognised --key value options are passed to the problem "
                                    "(e.g. --width 64 --depth 2 --n 500 --seed 0).")
+    c.add_argument("--problem", required=True, help="built-in problem name (see `rodflow problems`)")
     c.add_argument("--lr", type=float, required=True, help="step size eta > 0")
-    _add_run_options(c)
+    _add_library_options(c)
     c.set_defaults(func=_cmd_compare)
     sw = sub.add_parser("sweep", help="one compiled, vmapped run over many step sizes (and seeds)",
                         description="Unrecognised --key value options are passed to the problem.")
+    sw.add_argument("--problem", required=True, help="built-in problem name (see `rodflow problems`)")
     sw.add_argument("--lrs", default=None, help="comma-separated step sizes")
     sw.add_argument("--lr-range", default=None, help="start:stop:count, evenly spaced")
     sw.add_argument("--seeds", default=None, help="comma-separated initialisation seeds")
     sw.add_argument("--devices", type=int, default=None, help="devices to shard over (default all)")
-    _add_run_options(sw)
+    _add_library_options(sw)
     sw.set_defaults(func=_cmd_sweep)
     pr = sub.add_parser("problems", help="list built-in problems and their options")
     pr.set_defaults(func=_cmd_problems)
@@ -253,6 +253,22 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"rodflow: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(_interrupted(args, sys.argv[1:] if argv is None else argv), file=sys.stderr)
+        return 130
+
+
+def _interrupted(args, argv: list[str]) -> str:
+    """What an interrupted run saved, and the exact command that continues it."""
+    out = getattr(args, "out", None)
+    ckpt = None if out is None else Path(out) / "checkpoint.npz"
+    if ckpt is None or not ckpt.exists():
+        return "rodflow: interrupted before the first chunk finished; nothing was saved."
+    again = [a for a in argv if a not in ("--overwrite", "--resume")] + ["--resume"]
+    if "--out" not in argv:
+        again += ["--out", str(out)]
+    return (f"rodflow: interrupted; the finished chunks are saved in {ckpt}. Continue with: "
+            f"rodflow {shlex.join(again)}")
 
 
 if __name__ == "__main__":  # pragma: no cover

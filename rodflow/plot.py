@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from ._io import write_figure
 
 COLORS = {"discrete": "black", "stable": "tab:blue", "central": "tab:orange", "rod": "tab:red"}
 
@@ -24,7 +24,8 @@ def plot_comparison(result, path: str | Path | None = None):
     """Three panels over steps, every run on each: loss (GD's, and each flow's prediction),
     sharpness against the threshold `2/lr`, and tracking error `d(t)` (log scale)."""
     series, metrics = result.series, result.metrics
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    fig = Figure(figsize=(15, 4.2))
+    axes = fig.subplots(1, 3)
     onset = metrics.get("eos_onset_step")
     series = {n: {k: _finite(v) for k, v in s.items()} for n, s in series.items()}
     for i, (name, s) in enumerate(series.items()):
@@ -56,8 +57,7 @@ def plot_comparison(result, path: str | Path | None = None):
                  + ("" if onset is None else f"  EoS from step {onset}"))
     fig.tight_layout()
     if path is not None:
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
+        write_figure(path, fig)
     return fig
 
 
@@ -71,8 +71,9 @@ def plot_sweep(result, path: str | Path | None = None):
     """Three panels: GD's and Rod Flow's sharpness divided by `2/lr` over time for every `lr`;
     final loss against `lr`; mean EoS tracking error of each flow against `lr`."""
     runs, metrics = result.runs, result.metrics
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    cmap = plt.get_cmap("viridis")
+    fig = Figure(figsize=(15, 4.2))
+    axes = fig.subplots(1, 3)
+    cmap = matplotlib.colormaps["viridis"]
     lrs = np.array([r["lr"] for r in metrics["runs"]])
     span = (lrs.min(), lrs.max()) if lrs.size else (0, 1)
     for comp, run in zip(runs, metrics["runs"]):
@@ -110,6 +111,5 @@ def plot_sweep(result, path: str | Path | None = None):
     fig.suptitle(f"{metrics['problem']} sweep, {len(lrs)} runs, {metrics['steps']} steps")
     fig.tight_layout()
     if path is not None:
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
+        write_figure(path, fig)
     return fig

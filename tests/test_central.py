@@ -10,7 +10,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import rodflow  # noqa: E402
-from rodflow.flows import CentralFlow, FlowArgs, StableFlow  # noqa: E402
+from rodflow.flows import CentralFlow, CentralState, FlowArgs, StableFlow  # noqa: E402
 from rodflow.flows._cone_qp import apply_op, solve_cone_qp  # noqa: E402
 
 
@@ -87,7 +87,7 @@ def _integrate(flow, lr, T=150.0):
         max_steps=flow.max_steps(int(T)))
     y = jax.tree.map(lambda a: a[-1], sol.ys)
     X, U = flow.sigma(y, args)
-    return y[0], X[0, 0], flow.predicted_loss(y, args)
+    return y.centre, X[0, 0], flow.predicted_loss(y, args)
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +125,7 @@ def _integrate_stable(flow, lr, T=150.0):
     sol = diffrax.diffeqsolve(diffrax.ODETerm(flow.vector_field), flow.solver, t0=0.0, t1=T,
                               dt0=flow.dt, y0=flow.init(TOY.x0, args), args=args,
                               max_steps=flow.max_steps(int(T)))
-    return sol.ys[-1]
+    return sol.ys.centre[-1]
 
 
 def test_central_vmap_matches_single_run(toy_runs):
@@ -139,12 +139,12 @@ def test_central_jit_matches_eager():
     flow = CentralFlow()
     args = FlowArgs(TOY, jnp.asarray(0.4))
     # a point at the edge of stability (exp(x) slightly above 2/lr), y small but non-zero
-    y = (jnp.array([jnp.log(5.0) + 1e-3, 1e-3]), jnp.eye(2), jnp.zeros((2, 2)), jnp.zeros(2))
+    y = CentralState(jnp.array([jnp.log(5.0) + 1e-3, 1e-3]), jnp.eye(2), jnp.zeros((2, 2)), jnp.zeros(2))
     eager = flow.vector_field(0.0, y, args)
     jitted = jax.jit(flow.vector_field)(0.0, y, args)
     for a, b in zip(eager, jitted):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-14)
-    assert float(eager[0][0]) < 0  # the sharpness gradient pushes x back below log(2/lr)
+    assert float(eager.centre[0]) < 0  # the sharpness gradient pushes x back below log(2/lr)
 
 
 def test_compare_with_central():
@@ -175,8 +175,8 @@ def test_newly_critical_direction_is_picked_up():
         sol = diffrax.diffeqsolve(diffrax.ODETerm(flow.vector_field), flow.solver, t0=0.0, t1=150.0,
                                   dt0=flow.dt, y0=flow.init(prob.x0, args), args=args,
                                   saveat=diffrax.SaveAt(ts=jnp.array([25.0, 150.0])), max_steps=1000)
-        sig = jax.vmap(lambda *y: flow.sigma(y, args))(*sol.ys)
-        return sol.ys[0], sig
+        sig = jax.vmap(lambda y: flow.sigma(y, args))(sol.ys)
+        return sol.ys.centre, sig
 
     w, (X, U) = run()
     Sigma = jnp.einsum("tpi,tij,tqj->tpq", U, X, U)[:, 2:4, 2:4]
@@ -184,3 +184,18 @@ def test_newly_critical_direction_is_picked_up():
     np.testing.assert_allclose(jnp.exp(w[1, :2]), 2.0 / 0.4, rtol=1e-6)
     sig2 = 2 * a * (xs - w[1, :2]) / jnp.exp(w[1, :2])
     np.testing.assert_allclose(Sigma[1], jnp.diag(sig2), rtol=1e-5, atol=1e-9)
+
+
+def test_central_supports_gradient_descent_only():
+    """Central Flow uses `lr` and the Hessian directly: it declares the plain-gradient capability
+    and names it when a map lacks it, before anything is traced."""
+    flow = CentralFlow()
+    assert flow.unsupported(rodflow.GradientDescent()) is None
+    assert flow.unsupported(rodflow.HeavyBall()) == (
+        "needs a map with plain gradient steps (GradientDescent); heavy-ball does not provide it")
+    for m in (rodflow.Adam(), rodflow.AdamW(), rodflow.Nesterov()):
+        assert m.name in flow.unsupported(m)
+    with pytest.raises(ValueError, match="flow 'central' does not support optimizer 'heavy-ball'"):
+        flow.init(TOY.x0, FlowArgs(TOY, jnp.asarray(0.4), rodflow.HeavyBall()))
+    with pytest.raises(ValueError, match="plain gradient steps"):
+        rodflow.compare(TOY, lr=0.4, steps=5, optimizer=rodflow.HeavyBall(), flows=("central",), figure=False)

@@ -9,21 +9,36 @@ import optax
 import pytest
 
 import rodflow
+from rodflow import make_map
 from rodflow._maps import (
+    AbstractMap,
+    AbstractMomentumMap,
+    AbstractPlainGradientMap,
+    AbstractPreconditionedMap,
     Adam,
+    AdamW,
     GradientDescent,
     HeavyBall,
+    MapState,
     NAdam,
     Nesterov,
     OptaxMap,
     RMSProp,
     ScalarAdam,
     ScalarRMSProp,
-    make_map,
     scale_by_moments,
+    transient_steps,
 )
 from rodflow.cli import main
-from rodflow.flows import FlowArgs, RodFlow, StableFlow, rod_map
+from rodflow.flows import (
+    CentralFlow,
+    FlowArgs,
+    MomentumRodFlow,
+    MomentumStableFlow,
+    RodFlow,
+    StableFlow,
+    rod_map,
+)
 
 # every optimiser, with and without bias correction where it has one
 ALL_MAPS = {
@@ -39,6 +54,8 @@ ALL_MAPS = {
     "scalar-rmsprop": ScalarRMSProp(),
     "scalar-adam": ScalarAdam(),
     "scalar-adam-nobc": ScalarAdam(bias_correction=False),
+    "adamw": AdamW(weight_decay=0.1),
+    "adamw-nobc": AdamW(weight_decay=0.1, bias_correction=False),
     "optax-factory": OptaxMap(factory=lambda lr: optax.sgd(lr, momentum=0.5, nesterov=True)),
 }
 LRS = {"gd": 0.3, "heavy-ball": 0.1, "nesterov": 0.1, "optax-factory": 0.1}
@@ -72,7 +89,7 @@ def test_delta_is_one_optax_step(name):
 
 
 @pytest.mark.parametrize(
-    "name", [n for n in ALL_MAPS if n not in ("adam", "nadam", "rmsprop-bc", "scalar-adam")]
+    "name", [n for n in ALL_MAPS if n not in ("adam", "nadam", "rmsprop-bc", "scalar-adam", "adamw")]
 )
 def test_exact_rod_map_on_consecutive_states(name):
     """§2: c = (z_k + z_{k+1})/2, r = (z_{k+1} - z_k)/2 -> the next pair, for every time-independent
@@ -87,7 +104,7 @@ def test_exact_rod_map_on_consecutive_states(name):
         np.testing.assert_allclose(c1 - r1, zs[k + 2], rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("name", ["adam", "nadam", "rmsprop-bc", "scalar-adam"])
+@pytest.mark.parametrize("name", ["adam", "nadam", "rmsprop-bc", "scalar-adam", "adamw"])
 def test_bias_corrected_rod_map_with_time(name):
     """With bias correction the map changes between steps t and t+1; the rod map evaluated at the
     single time t + 1/2 then has a defect that fades as the bias correction does (measured on
@@ -133,6 +150,9 @@ THRESH_MAPS = {
     "nadam": NAdam(beta1=0.8, bias_correction=False),
     "scalar-rmsprop": ScalarRMSProp(),
     "scalar-adam": ScalarAdam(bias_correction=False),
+    # lr * wd = 0.2: the decay lowers the threshold by wd (1 + beta1)/(1 - beta1) = 9 wd = 180,
+    # not by wd (which would put the threshold inside the 3% band tested here)
+    "adamw": AdamW(beta1=0.8, bias_correction=False, weight_decay=20.0),
     "optax-sgd": OptaxMap(factory=optax.sgd),
 }
 
@@ -147,8 +167,9 @@ def test_threshold_matches_linear_stability(name, frac):
     def setup(lam):
         p = rodflow.Problem(lambda x: 0.5 * lam * jnp.sum(x**2), jnp.zeros(1))
         z = m.init_state(p, p.x0, lr)
-        if m.n_smooth(p):  # a positive second moment (x = 0 has zero gradient)
-            z = z.at[-m.n_smooth(p) :].set(0.3)
+        if isinstance(m, AbstractPreconditionedMap):  # a positive second moment (g(0) = 0)
+            state = m.split(p, z)
+            z = m.join(state._replace(nu=jnp.full_like(state.nu, 0.3)))
         return p, z
 
     p, z = setup(1.0)
@@ -214,11 +235,17 @@ def test_adam_compare_runs_with_both_rod_variants():
         assert np.asarray(r.final[name]).shape == (p.dim,) or r.final[name] is not None
     args = FlowArgs(p, jnp.asarray(3e-3), Adam())
     y = RodFlow(smooth_nu=True).init(p.x0, args)
-    assert y[0].shape == (2 * p.dim,) and y[3].shape == (p.dim,)
+    assert y.centre.shape == (2 * p.dim,) and y.nu.shape == (p.dim,)
+    # the centre is the whole joint state again, nu last
+    z = RodFlow(smooth_nu=True).centre(y)
+    np.testing.assert_array_equal(Adam().split(p, z).nu, y.nu)
 
 
 def test_make_map_and_cli(tmp_path):
-    assert make_map("adam", beta1=0.8, beta=0.3, bias_correction=None) == Adam(beta1=0.8)
+    assert make_map("adam", beta1=0.8, bias_correction=None) == Adam(beta1=0.8)
+    assert make_map("adamw", weight_decay=0.01) == AdamW(weight_decay=0.01)
+    with pytest.raises(ValueError, match="no option beta"):
+        make_map("adam", beta=0.3)
     with pytest.raises(ValueError, match="unknown optimizer"):
         make_map("sgdx")
     out = tmp_path / "run"
@@ -248,3 +275,89 @@ def test_make_map_and_cli(tmp_path):
     assert rc == 0
     m = json.loads((out / "metrics.json").read_text())
     assert m["optimizer"] == "heavy-ball" and m["threshold"] == pytest.approx(5.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# the published interface: typed state, capabilities, final classes
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", list(ALL_MAPS))
+def test_typed_state_splits_and_joins(name):
+    """`split` names the parts of z (params, momentum, nu, in that order) and `join` inverts it;
+    the sizes are those of the optax state (nu: one entry for the scalar variants)."""
+    p, m = _problem(), ALL_MAPS[name]
+    z = _states(p, m, LRS.get(name, 1e-3), 2)[-1]
+    st = m.split(p, z)
+    assert isinstance(st, MapState)
+    np.testing.assert_array_equal(m.join(st), z)
+    np.testing.assert_array_equal(st.params, m.params(p, z))
+    has_nu = isinstance(m, AbstractPreconditionedMap)
+    n_nu = (1 if "scalar" in name else p.dim) if has_nu else 0
+    assert st.nu.shape == (n_nu,)
+    first = name.startswith(("heavy", "nesterov", "optax", "adam", "nadam", "scalar-adam"))
+    assert st.momentum.shape == ((p.dim,) if first else (0,))
+    rod, nu = m.smooth_split(p, z)
+    np.testing.assert_array_equal(rod, z[: z.shape[0] - n_nu])
+    np.testing.assert_array_equal(nu, st.nu)
+    assert m.sharpness_kind == ("preconditioned" if has_nu else "hessian")
+
+
+CAPABILITIES = {
+    # map: (plain gradient, second-order form, preconditioner)
+    GradientDescent(): (True, True, False),
+    HeavyBall(): (False, True, False),
+    Nesterov(): (False, False, False),
+    RMSProp(): (False, True, True),
+    ScalarRMSProp(): (False, True, True),
+    Adam(): (False, True, True),
+    ScalarAdam(): (False, True, True),
+    AdamW(): (False, True, True),
+    NAdam(): (False, False, True),
+    OptaxMap(factory=optax.sgd): (False, False, False),
+}
+
+
+@pytest.mark.parametrize("m", list(CAPABILITIES), ids=lambda m: m.name)
+def test_capabilities_and_flow_support(m):
+    plain, second, precond = CAPABILITIES[m]
+    assert isinstance(m, AbstractPlainGradientMap) == plain
+    assert isinstance(m, AbstractMomentumMap) == second
+    assert isinstance(m, AbstractPreconditionedMap) == precond
+    for flow in (StableFlow(), RodFlow()):
+        assert flow.unsupported(m) is None
+    assert (CentralFlow().unsupported(m) is None) == plain
+    for flow in (MomentumStableFlow(), MomentumRodFlow()):
+        msg = flow.unsupported(m)
+        assert (msg is None) == second
+        if msg is not None:
+            assert msg.startswith("needs a map with a second-order (heavy-ball) form") and m.name in msg
+
+
+def test_concrete_maps_are_final():
+    """Shared code lives in abstract parents; subclassing a concrete map is a TypeError."""
+    for cls in (GradientDescent, HeavyBall, Adam, RMSProp, AdamW, OptaxMap):
+        with pytest.raises(TypeError, match="concrete"):
+            type("Sub", (cls,), {"__module__": __name__})
+    # no concrete map class derives from another concrete one
+    concrete = [GradientDescent, HeavyBall, Nesterov, RMSProp, ScalarRMSProp, Adam, ScalarAdam, NAdam,
+                AdamW, OptaxMap]
+    for a in concrete:
+        for b in concrete:
+            assert a is b or not issubclass(a, b), (a, b)
+    assert all(issubclass(c, AbstractMap) for c in concrete)
+
+
+def test_named_maps_have_no_factory():
+    """`HeavyBall(factory=optax.adam)` used to run SGD silently; now it is refused."""
+    with pytest.raises(TypeError):
+        HeavyBall(factory=optax.adam)
+    with pytest.raises(TypeError):
+        Adam(factory=optax.sgd)
+    assert OptaxMap(factory=optax.adam).optimizer(0.1) is not None
+
+
+def test_momentum_and_transient_steps():
+    assert [m.momentum() for m in (GradientDescent(), HeavyBall(beta=0.5), Nesterov(beta=0.3), RMSProp(),
+                                    Adam(beta1=0.8), AdamW(beta1=0.7), OptaxMap(factory=optax.sgd))] == [
+        0.0, 0.5, 0.3, 0.0, 0.8, 0.7, 0.0]
+    assert transient_steps(HeavyBall(beta=0.9)) == 88 and transient_steps(Adam(beta1=0.5)) == 14
+    assert transient_steps(GradientDescent()) == transient_steps(RMSProp()) == 0

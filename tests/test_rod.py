@@ -10,7 +10,16 @@ import optax
 import pytest
 
 import rodflow
-from rodflow.flows import FlowArgs, RodFlow, rod_map, rod_vector_field_cartesian
+from rodflow.flows import (
+    FlowArgs,
+    MomentumRodFlow,
+    RodFlow,
+    RodState,
+    StableFlow,
+    rod_map,
+    rod_vector_field_cartesian,
+)
+from rodflow.flows._rod_base import rho_switch_at
 
 
 def _quadratic(eigs):
@@ -68,7 +77,8 @@ def test_polar_vector_field_equals_cartesian():
     v = v / jnp.linalg.norm(v)
     for rho in (1e-1, 3e-3):
         flow = RodFlow()
-        dc, ds, dv = flow.vector_field(0.0, (c, jnp.log(rho), v), args)
+        dc, ds, dv, dnu = flow.vector_field(0.0, RodState(c, jnp.log(rho), v, None), args)
+        assert dnu is None
         dc_cart, dr_cart = rod_vector_field_cartesian(args.delta, c, rho * v)
         np.testing.assert_allclose(dc, dc_cart, rtol=1e-9, atol=1e-12)
         # r = rho v  =>  dr/dt = rho (ds/dt v + dv/dt)
@@ -96,7 +106,7 @@ def test_quadratic_closed_form(lr):
     v0 = jnp.array([0.0, 0.0, 1.0])
     rho0 = 1e-2
     ts = jnp.linspace(0.0, 5.0, 6)
-    c, s, v = _integrate(flow, (c0, jnp.log(rho0), v0), args, 5.0, n_save=6)
+    c, s, v, _ = _integrate(flow, RodState(c0, jnp.log(rho0), v0, None), args, 5.0, n_save=6)
     np.testing.assert_allclose(jnp.exp(s), rho0 * jnp.exp((lr * 30.0 - 2.0) * ts), rtol=1e-7)
     np.testing.assert_allclose(c, c0 * jnp.exp(-lr * eigs[None, :] * ts[:, None]), rtol=1e-7,
                                atol=1e-12)
@@ -112,8 +122,7 @@ def test_rod_grows_iff_above_threshold_vmapped():
     def final_log_rho(lr):
         args = FlowArgs(p, lr)
         y0 = flow.init(p.x0, args)
-        _, s, _ = _integrate(flow, y0, args, 4.0)
-        return s - y0[1]
+        return _integrate(flow, y0, args, 4.0).log_rho - y0.log_rho
 
     growth = jax.vmap(final_log_rho)(lrs)
     assert np.array_equal(np.asarray(growth > 0), np.asarray(lrs * 20.0 > 2.0))
@@ -125,7 +134,7 @@ def test_kappa_converges_to_top_eigenvalue():
     args = FlowArgs(p, jnp.asarray(lr))
     flow = RodFlow()
     v0 = jnp.array([1.0, 1.0, 1e-3])
-    y = (jnp.array([1.0, 1.0, 1.0]), jnp.log(1e-3), v0 / jnp.linalg.norm(v0))
+    y = RodState(jnp.array([1.0, 1.0, 1.0]), jnp.log(1e-3), v0 / jnp.linalg.norm(v0), None)
     y1 = _integrate(flow, y, args, 60.0)
     assert abs(float(flow.curvature(y1, args)) - 30.0) < 1e-6
 
@@ -139,13 +148,13 @@ def test_taylor_and_exact_agree_for_small_rods():
     v = v / jnp.linalg.norm(v)
     errs = []
     for rho in (1e-1, 3e-2, 1e-2):
-        y = (c, jnp.log(rho), v)
-        ex = RodFlow(variant="exact").vector_field(0.0, y, args)
-        ta = RodFlow(variant="taylor").vector_field(0.0, y, args)
-        errs.append(float(jnp.linalg.norm(ex[0] - ta[0]) / jnp.linalg.norm(ex[0])))
+        y = RodState(c, jnp.log(rho), v, None)
+        ex = RodFlow(variant="exact").vector_field(0.0, y, args).centre
+        ta = RodFlow(variant="taylor").vector_field(0.0, y, args).centre
+        errs.append(float(jnp.linalg.norm(ex - ta) / jnp.linalg.norm(ex)))
         # the rod-curvature term matters: dropping it is worse than keeping it
         plain = args.delta(c)
-        assert errs[-1] < float(jnp.linalg.norm(ex[0] - plain) / jnp.linalg.norm(ex[0]))
+        assert errs[-1] < float(jnp.linalg.norm(ex - plain) / jnp.linalg.norm(ex))
     # the Taylor drift is exact to O(rho^2): the difference falls at least like rho^3
     assert errs[2] < errs[0] * (1e-2 / 1e-1) ** 3 * 5
     assert errs[2] < 1e-6
@@ -159,16 +168,17 @@ def test_small_rho_branch_matches_finite_differences():
     v = jr.normal(jr.PRNGKey(5), c.shape)
     v = v / jnp.linalg.norm(v)
     flow = RodFlow()
-    switch = float(flow._rho_switch(c))
-    above = flow.vector_field(0.0, (c, jnp.log(switch * 1.01), v), args)
-    below = flow.vector_field(0.0, (c, jnp.log(switch * 0.99), v), args)
-    for a, b in zip(above, below):
+    switch = float(rho_switch_at(c))
+    assert switch == pytest.approx(np.sqrt(np.finfo(np.float64).eps) * (1.0 + float(jnp.linalg.norm(c))))
+    above = flow.vector_field(0.0, RodState(c, jnp.log(switch * 1.01), v, None), args)
+    below = flow.vector_field(0.0, RodState(c, jnp.log(switch * 0.99), v, None), args)
+    for a, b in zip(above[:3], below[:3]):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-8)
     # the HVP branch is what a plain finite difference would give at a comfortable rho
-    fd = RodFlow(rho_switch=0.0).vector_field(0.0, (c, jnp.log(1e-4), v), args)
-    hv = RodFlow(rho_switch=1.0).vector_field(0.0, (c, jnp.log(1e-4), v), args)
-    np.testing.assert_allclose(fd[1], hv[1], rtol=1e-6)
-    np.testing.assert_allclose(fd[2], hv[2], rtol=1e-5, atol=1e-9)
+    fd = RodFlow(rho_switch=0.0).vector_field(0.0, RodState(c, jnp.log(1e-4), v, None), args)
+    hv = RodFlow(rho_switch=1.0).vector_field(0.0, RodState(c, jnp.log(1e-4), v, None), args)
+    np.testing.assert_allclose(fd.log_rho, hv.log_rho, rtol=1e-6)
+    np.testing.assert_allclose(fd.direction, hv.direction, rtol=1e-5, atol=1e-9)
 
 
 def test_noise_floor_holds_log_rho():
@@ -178,10 +188,9 @@ def test_noise_floor_holds_log_rho():
     c = jnp.array([1.0, 1.0])
     s_min = flow.log_floor(c)
     v = jnp.array([1.0, 0.0])
-    _, ds, _ = flow.vector_field(0.0, (c, s_min - 1.0, v), args)
-    assert ds == 0.0
-    _, ds, _ = RodFlow(eps_floor=0.0).vector_field(0.0, (c, s_min - 1.0, v), args)
-    assert ds < 0.0
+    y = RodState(c, s_min - 1.0, v, None)
+    assert flow.vector_field(0.0, y, args).log_rho == 0.0
+    assert RodFlow(eps_floor=0.0).vector_field(0.0, y, args).log_rho < 0.0
 
 
 def test_vector_field_jit_matches_no_jit():
@@ -191,7 +200,7 @@ def test_vector_field_jit_matches_no_jit():
     y = flow.init(p.x0, args)
     a = flow.vector_field(0.0, y, args)
     b = eqx.filter_jit(flow.vector_field)(0.0, y, args)
-    for u, w in zip(a, b):
+    for u, w in zip(a[:3], b[:3]):  # nu is None (no smooth second moment)
         np.testing.assert_allclose(u, w, rtol=1e-12, atol=1e-14)
 
 
@@ -201,7 +210,8 @@ def test_initial_condition():
     args = FlowArgs(p, jnp.asarray(lr))
     x0 = p.x0
     g = jax.grad(p.loss_flat)(x0)
-    c, s, v = RodFlow().init(x0, args)
+    c, s, v, nu = RodFlow().init(x0, args)
+    assert nu is None  # GD: no second moment
     np.testing.assert_allclose(c, x0 - 0.5 * lr * g, atol=1e-14)
     np.testing.assert_allclose(jnp.exp(s), 0.5 * lr * jnp.linalg.norm(g), rtol=1e-12)
     np.testing.assert_allclose(v, -g / jnp.linalg.norm(g), atol=1e-12)
@@ -224,3 +234,34 @@ def test_gated_runs_branch_only_when_needed_under_vmap():
     out = jax.jit(jax.vmap(lambda x: gated(x > 5.0, lambda: fn(x), jnp.zeros(()))))(xs)
     np.testing.assert_allclose(out, 0.0)
     assert runs == []  # no lane needed it: never evaluated (a lax.cond under vmap would be)
+
+
+def test_smooth_nu_without_second_moment_is_the_plain_rod():
+    """For a map without second moments (GD), `smooth_nu` carries an empty `nu`: same numbers."""
+    p = _mlp_problem()
+    args = FlowArgs(p, jnp.asarray(0.3))
+    plain, smooth = RodFlow(), RodFlow(smooth_nu=True)
+    y, ys = plain.init(p.x0, args), smooth.init(p.x0, args)
+    assert ys.nu.shape == (0,)
+    np.testing.assert_array_equal(smooth.centre(ys), plain.centre(y))
+    a, b = plain.vector_field(0.0, y, args), smooth.vector_field(0.0, ys, args)
+    for u, w in zip(a[:3], b[:3]):
+        np.testing.assert_array_equal(u, w)
+
+
+def test_rod_flows_are_final_and_declare_requirements():
+    from rodflow.flows import AbstractRodFlow
+
+    assert issubclass(RodFlow, AbstractRodFlow) and issubclass(MomentumRodFlow, AbstractRodFlow)
+    with pytest.raises(TypeError, match="concrete"):
+        type("MyRod", (RodFlow,), {"__module__": __name__})
+    assert RodFlow.requires == () and StableFlow.requires == ()
+    assert RodFlow().unsupported(rodflow.Nesterov()) is None
+
+
+@pytest.mark.parametrize("solver,n", [(diffrax.Euler(), 1), (diffrax.Heun(), 2), (diffrax.Midpoint(), 2),
+                                      (diffrax.Ralston(), 2), (diffrax.Bosh3(), 3), (diffrax.Tsit5(), 6),
+                                      (diffrax.Dopri5(), 6), (diffrax.Dopri8(), 13)])
+def test_evals_per_step_from_the_tableau(solver, n):
+    """Vector-field evaluations per step: the tableau's stages, less one for FSAL solvers."""
+    assert RodFlow(solver=solver).evals_per_step() == n

@@ -5,29 +5,44 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections import Counter
 
+import jax
 import numpy as np
 import pytest
 
 import rodflow
-from rodflow import _run
 from rodflow.cli import main
+
+
+def count_traces(fn):
+    """`fn()` and how often each jitted function was traced meanwhile (JAX's monitoring events)."""
+    traces = Counter()
+
+    def listener(event, duration, **kw):
+        if event == "/jax/core/compile/jaxpr_trace_duration":
+            traces[kw.get("fun_name")] += 1
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        return fn(), traces
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
 
 
 @pytest.fixture(scope="module")
 def toy_sweep(tmp_path_factory):
     out = tmp_path_factory.mktemp("sweep")
-    before = dict(_run.TRACE_COUNTS)
-    r = rodflow.sweep(rodflow.problems.get("eos-toy"), lrs=[0.3, 0.4, 0.45], steps=300, chunk=100,
-                      out=out)
-    traces = {k: _run.TRACE_COUNTS[k] - before[k] for k in before}
+    r, traces = count_traces(lambda: rodflow.sweep(rodflow.problems.get("eos-toy"), lrs=[0.3, 0.4, 0.45],
+                                                   steps=300, chunk=100, out=out))
     return r, traces, out
 
 
 def test_sweep_compiles_once_per_run_kind(toy_sweep):
     r, traces, _ = toy_sweep
-    # 3 chunks x 3 step sizes, but one trace for the discrete run and one per flow
-    assert traces == {"discrete_batched": 1, "flow_batched": 2}
+    # 3 chunks x 3 step sizes, but one trace for the discrete run and one per flow (stable, rod)
+    assert traces["grid_discrete_chunk"] == 1
+    assert traces["grid_flow_chunk"] == 2
 
 
 def test_sweep_matches_compare(toy_sweep):

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PyTree
 
-from .._maps import AbstractMap, GradientDescent
+from .._maps import AbstractMap, GradientDescent, check_final
 from .._problem import Problem
 
 
@@ -66,10 +66,34 @@ class AbstractFlow(eqx.Module):
     """
 
     name: eqx.AbstractClassVar[str]
+    requires: eqx.AbstractClassVar[tuple[type, ...]]
     solver: eqx.AbstractVar[diffrax.AbstractSolver]
     dt: eqx.AbstractVar[float]
     rtol: eqx.AbstractVar[float | None]
     atol: eqx.AbstractVar[float | None]
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        check_final(cls, AbstractFlow)
+
+    def __check_init__(self):
+        check_solver_config(self)
+
+    def unsupported(self, opt_map: AbstractMap) -> str | None:
+        """`None` if this flow can model `opt_map`, else a short phrase naming the capability
+        it lacks (the first of `requires`, the map capability classes the flow needs; `()`: any
+        map). Checked once, before anything is traced."""
+        for capability in self.requires:
+            if not isinstance(opt_map, capability):
+                return f"needs {capability.capability}; {opt_map.name} does not provide it"
+        return None
+
+    def check_supported(self, opt_map: AbstractMap) -> None:
+        """A `ValueError` naming the flow, the optimiser and what is missing (see
+        [`unsupported`][])."""
+        missing = self.unsupported(opt_map)
+        if missing:
+            raise ValueError(f"flow {self.name!r} does not support optimizer {opt_map.name!r}: {missing}.")
 
     @abc.abstractmethod
     def init(self, x0: Float[Array, " p"], args: FlowArgs) -> PyTree:
@@ -117,11 +141,16 @@ class AbstractFlow(eqx.Module):
         return 64 * math.ceil(span / self.dt) + 64
 
     def evals_per_step(self) -> int:
-        """Vector-field evaluations per solver step (from the solver's tableau, when known)."""
-        tableau = getattr(self.solver, "tableau", None)
-        if tableau is not None:
-            return int(len(tableau.c) + 1 - (1 if tableau.fsal else 0))
-        return {"Euler": 1, "Heun": 2, "Midpoint": 2, "Ralston": 2}.get(type(self.solver).__name__, 1)
+        """Vector-field evaluations per solver step, from the solver's Butcher tableau
+        (`diffrax.AbstractRungeKutta`: its stages, less one when the first stage is the previous
+        step's last, FSAL). Solvers without a (single) tableau (`diffrax.Euler`, `ReversibleHeun`,
+        `SemiImplicitEuler`, ...) are counted as one evaluation per step: exact for these, a
+        lower bound for any other."""
+        if isinstance(self.solver, diffrax.AbstractRungeKutta):
+            tableau = self.solver.tableau
+            if isinstance(tableau, diffrax.ButcherTableau):
+                return int(len(tableau.c) + 1 - (1 if tableau.fsal else 0))
+        return 1
 
 
 def check_solver_config(flow: Any) -> None:
@@ -129,3 +158,7 @@ def check_solver_config(flow: Any) -> None:
         raise ValueError(f"`solver` must be a diffrax solver (e.g. diffrax.Euler()), got {flow.solver!r}.")
     if not (isinstance(flow.dt, (int, float)) and flow.dt > 0):
         raise ValueError(f"`dt` must be a positive number of steps, got {flow.dt!r}.")
+    for name in ("rtol", "atol"):
+        value = getattr(flow, name)
+        if value is not None and not (isinstance(value, (int, float)) and 0 < value < 1):
+            raise ValueError(f"`{name}` must be a number in (0, 1) (or None for fixed steps), got {value!r}.")

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 import diffrax
 import equinox as eqx
@@ -10,8 +10,9 @@ import numpy as np
 
 from .._derivatives import hvp
 from .._lax import gated
+from .._maps import AbstractPlainGradientMap
 from .._spectrum import initial_vectors, resolve_method, top_eigenpairs
-from ._base import AbstractFlow, FlowArgs, check_solver_config
+from ._base import AbstractFlow, FlowArgs
 from ._cone_qp import solve_cone_qp
 
 
@@ -25,6 +26,16 @@ class CentralTerms(eqx.Module):
     X: jax.Array  # (k, k) psd solution of the cone problem, Sigma = U X U^T
     drift: jax.Array  # (p,) 1/2 grad_w <Sigma, H(w)> at fixed U
     grad: jax.Array  # (p,) grad L(w)
+
+
+class CentralState(NamedTuple):
+    """State of [`CentralFlow`][]: the point `w`, and, carried for the warm start and the extras,
+    the tracked eigenvectors `U`, the factor `X` of `Sigma = U X U^T` and `s = eta * eigenvalues`."""
+
+    centre: jax.Array  # (p,) w
+    eigenvectors: jax.Array  # (p, k) U
+    sigma_factor: jax.Array  # (k, k) X
+    lr_eigenvalues: jax.Array  # (k,) s
 
 
 class CentralFlow(AbstractFlow):
@@ -63,8 +74,8 @@ class CentralFlow(AbstractFlow):
     to above `2/eta` within one substep. `critical` (default 1.95) only labels the
     eigenvalues reported as critical in `extras` (`n_critical`).
 
-    **Integration.** The state is `(w, U, X, s)` with `s = eta * eigenvalues`. `U`, `X`, `s`
-    are carried for the warm start and the extras only: their "derivative" is
+    **Integration.** The state is [`CentralState`][] `(w, U, X, s)` with `s = eta * eigenvalues`.
+    `U`, `X`, `s` are carried for the warm start and the extras only: their "derivative" is
     `(U_new - U) / dt`, so one Euler substep of size `dt` replaces them by the values
     computed at the substep's start point; `dw/dt` never uses the carried values
     unrefreshed. Use `diffrax.Euler()` (default, `dt = 0.25`, i.e. 4 substeps per GD step)
@@ -78,9 +89,13 @@ class CentralFlow(AbstractFlow):
     (recomputed exactly at `w`). `sharpness`: top Hessian eigenvalue at `w` (default of
     `AbstractFlow`). `extras`, as of the last substep: `sigma2 = tr X = tr Sigma` and
     `n_critical`, the number of eigenvalues with `eta * lambda > critical`.
+
+    **Optimisers.** Gradient descent only: the flow uses `eta` and the Hessian of the loss
+    directly (`requires = (AbstractPlainGradientMap,)`).
     """
 
     name: ClassVar[str] = "central"
+    requires: ClassVar[tuple[type, ...]] = (AbstractPlainGradientMap,)
     solver: diffrax.AbstractSolver = diffrax.Euler()
     dt: float = 0.25
     rtol: float | None = None
@@ -96,7 +111,6 @@ class CentralFlow(AbstractFlow):
     qp_tol: float = 1e-10
 
     def __check_init__(self):
-        check_solver_config(self)
         if not (isinstance(self.k, int) and 1 <= self.k <= 8):
             raise ValueError(f"`k` must be an integer in 1..8, got {self.k!r}.")
         if not 0 <= self.track <= 2:
@@ -187,11 +201,12 @@ class CentralFlow(AbstractFlow):
 
     def sigma(self, y, args: FlowArgs):
         """`(Sigma's factor X, eigenvectors U)` at the state's point (recomputed)."""
-        t = self.terms(y[0], y[1], args)
+        t = self.terms(y.centre, y.eigenvectors, args)
         return t.X, t.U
 
     # -- AbstractFlow ----------------------------------------------------------------------------
-    def init(self, x0, args: FlowArgs):
+    def init(self, x0, args: FlowArgs) -> CentralState:
+        self.check_supported(args.map)
         z0 = args.init_state(x0)
         w0 = z0 + 0.5 * args.delta(z0, args.start)
         k = min(self.k, w0.shape[0])
@@ -199,24 +214,24 @@ class CentralFlow(AbstractFlow):
         method = "auto" if self.eig_method == "rr" else self.eig_method
         _, U0 = top_eigenpairs(args.problem.loss_flat, w0, U0, method=method,
                                max_iters=self.init_eig_iters)
-        return w0, U0, jnp.zeros((k, k), w0.dtype), jnp.zeros((k,), w0.dtype)
+        return CentralState(w0, U0, jnp.zeros((k, k), w0.dtype), jnp.zeros((k,), w0.dtype))
 
-    def vector_field(self, t, y, args: FlowArgs):
+    def vector_field(self, t, y: CentralState, args: FlowArgs) -> CentralState:
         w, U, X, s = y
         c = self.terms(w, U, args)
         dw = -args.lr * (c.grad + c.drift)
-        return dw, (c.U - U) / self.dt, (c.X - X) / self.dt, (args.lr * c.eigvals - s) / self.dt
+        return CentralState(dw, (c.U - U) / self.dt, (c.X - X) / self.dt, (args.lr * c.eigvals - s) / self.dt)
 
     def centre(self, y):
-        return y[0]
+        return y.centre
 
     def predicted_loss(self, y, args: FlowArgs):
-        w, U = y[0], y[1]
-        c = self.terms(w, U, args)
+        w = y.centre
+        c = self.terms(w, y.eigenvectors, args)
         return args.problem.loss_flat(w) + 0.5 * jnp.sum(c.X * c.M)
 
     def extras(self, y, args: FlowArgs):
-        X, s = y[2], y[3]
+        X, s = y.sigma_factor, y.lr_eigenvalues
         return {"sigma2": jnp.trace(X), "n_critical": jnp.sum(s > self.critical).astype(X.dtype)}
 
     def cost_per_rhs(self):

@@ -1,52 +1,30 @@
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, NamedTuple
 
 import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import jax.random as jr
+from jaxtyping import Array, Float
 
 from .._derivatives import directional_second
-from .._lax import gated
-from ._base import AbstractFlow, FlowArgs, check_solver_config
+from .._maps import smooth_join
+from ._base import FlowArgs
+from ._rod_base import AbstractRodFlow, floored, unit_direction
 
 
-def check_eps_floor(eps_floor) -> None:
-    if eps_floor is not None and not eps_floor >= 0:
-        raise ValueError(f"`eps_floor` must be >= 0 (0 disables the floor), got {eps_floor}.")
+class RodState(NamedTuple):
+    """State of [`RodFlow`][]: the rod on the map's joint state `z` (without `nu` when
+    `smooth_nu`), and the smooth second moments (`None` unless `smooth_nu`)."""
+
+    centre: Float[Array, " n"]
+    log_rho: Float[Array, ""]
+    direction: Float[Array, " n"]
+    nu: Float[Array, " m"] | None
 
 
-def log_floor(c, eps_floor=None):
-    """The noise floor of a rod centred at `c`: `log(eps_floor |c|)`, with `eps_floor=None` the
-    machine epsilon of `c`'s dtype (`-inf` when `eps_floor = 0`)."""
-    eps = jnp.finfo(c.dtype).eps if eps_floor is None else eps_floor
-    return jnp.log(eps * jnp.linalg.norm(c))
-
-
-def floored(ds, s, s_min):
-    """`ds/dt` with the noise floor: a rod at or below `s_min` does not shrink further."""
-    return jnp.where((s <= s_min) & (ds < 0), jnp.zeros_like(ds), ds)
-
-
-def rho_switch_at(c, rho_switch=None):
-    """Rod length below which finite differences give way to the Hessian-vector product
-    (default `sqrt(eps) (1 + |c|)`)."""
-    if rho_switch is not None:
-        return rho_switch
-    return jnp.sqrt(jnp.finfo(c.dtype).eps) * (1.0 + jnp.linalg.norm(c))
-
-
-def unit_direction(d):
-    """`(d / |d|, |d|)`; a fixed random unit vector when `d = 0`."""
-    norm = jnp.linalg.norm(d)
-    fallback = jr.normal(jr.PRNGKey(0), d.shape, d.dtype)
-    v = jnp.where(norm > 0, d / jnp.where(norm > 0, norm, 1.0), fallback / jnp.linalg.norm(fallback))
-    return v, norm
-
-
-class RodFlow(AbstractFlow):
+class RodFlow(AbstractRodFlow):
     r"""Rod Flow (Regis & Chewi, arXiv:2602.01480) in polar form, with a noise floor.
 
     A pair of consecutive iterates `(x_t, x_{t+1})` is a rod with centre `c` and half-vector
@@ -83,18 +61,19 @@ class RodFlow(AbstractFlow):
     **Optimisers with state.** The rod lives on the map's joint state `z = (params, state)`
     (§2 of the design note: the exact rod map holds for any one-step map; polar form and noise
     floor unchanged), and the map is evaluated at time `t + 1/2` (bias correction). With
-    `smooth_nu=True` the second moments `nu` (the last `map.n_smooth` entries of `z`) carry no
-    rod component: the rod lives on `(params, first moment)`, both ends share the smooth `nu`,
-    and `dnu/dt` is the mean of the ends' `nu` updates (`nu_at="ends"`, which keeps the
-    oscillation's `g^2`) or the update at the centre (`nu_at="centre"`, one more gradient).
+    `smooth_nu=True` the second moments `nu` (`map.split(z).nu`) carry no rod component: the
+    rod lives on `(params, first moment)`, both ends share the smooth `nu`, and `dnu/dt` is the
+    mean of the ends' `nu` updates (`nu_at="ends"`, which keeps the oscillation's `g^2`) or the
+    update at the centre (`nu_at="centre"`, one more gradient). Any map: `requires = ()`.
 
     **Integration.** Default: explicit Euler with `dt = 0.5` (4 gradient evaluations per GD
     step), measured as accurate as Tsit5 on `mlp-digits` (see README and
     `benchmarks/results/`). `v` is renormalised inside the vector field, so solver drift off the
-    unit sphere is harmless.
+    unit sphere is harmless. State: [`RodState`][] `(centre, log_rho, direction, nu)`.
     """
 
     name: ClassVar[str] = "rod"
+    requires: ClassVar[tuple[type, ...]] = ()
     solver: diffrax.AbstractSolver = diffrax.Euler()
     dt: float = 0.5
     rtol: float | None = None
@@ -108,113 +87,63 @@ class RodFlow(AbstractFlow):
     def __check_init__(self):
         if self.nu_at not in ("ends", "centre"):
             raise ValueError(f"`nu_at` must be 'ends' or 'centre', got {self.nu_at!r}.")
-        check_solver_config(self)
         if self.variant not in ("exact", "taylor"):
             raise ValueError(f"`variant` must be 'exact' or 'taylor', got {self.variant!r}.")
-        check_eps_floor(self.eps_floor)
 
-    # -- helpers ---------------------------------------------------------------------------------
-    def _rho_switch(self, c):
-        return rho_switch_at(c, self.rho_switch)
-
-    def log_floor(self, c):
-        """`s_min = log(eps_floor |c|)` (`-inf` when the floor is disabled)."""
-        return log_floor(c, self.eps_floor)
-
-    def rod_terms(self, c, rho, v, args: FlowArgs, t=None, w=None):
-        """`(A, M)`: mean step of the rod's ends and rod-averaged Jacobian of delta along v
-        (see [`rod_terms_nu`][] for the smooth-`nu` variant)."""
-        a, m, _ = self.rod_terms_nu(c, rho, v, args, t, w)
-        return a, m
-
-    def rod_terms_nu(self, c, rho, v, args: FlowArgs, t=None, w=None):
-        """`(A, M, dnu)`; `w` is the smooth second moment (`None`: the rod is on all of `z`)."""
-        n = c.shape[0]
-        n_w = 0 if w is None else w.shape[0]
-        if w is None:
+    # -- the rod's terms -------------------------------------------------------------------------
+    def rod_terms(self, c, rho, v, args: FlowArgs, t=None, nu=None):
+        """`(A, M, dnu)`: mean step of the rod's ends, rod-averaged Jacobian of delta along `v`,
+        and the second moments' update (`nu` is the smooth second moment; `None`: the rod is
+        on all of `z` and `dnu` is empty)."""
+        if nu is None:
             def delta(x):
                 return args.delta(x, t), jnp.zeros((0,), c.dtype)
         else:
             def delta(x):
-                d = args.delta(jnp.concatenate([x, w]), t)
-                return d[:n], d[n:]
-
-        def small(_):
-            (a0, w0), (m, _) = jax.jvp(delta, (c,), (v,))
-            return a0, m, w0
-
-        def finite(_):
-            (dp, wp), (dm, wm) = delta(c + rho * v), delta(c - rho * v)
-            return 0.5 * (dp + dm), (dp - dm) / (2.0 * rho), 0.5 * (wp + wm)
+                return args.map.smooth_split(args.problem, args.delta(smooth_join(x, nu), t))
 
         if self.variant == "taylor":
-            a0, m, w0 = small(None)
-            a = a0 + 0.5 * rho**2 * directional_second(lambda x: delta(x)[0], c, v)
+            (a, dnu), (m, _) = jax.jvp(delta, (c,), (v,))
+            a = a + 0.5 * rho**2 * directional_second(lambda x: delta(x)[0], c, v)
         else:
-            # Two gated branches rather than `lax.cond`: under `vmap` (sweeps) a branch is only
-            # evaluated when some lane of the batch needs it.
-            big = rho > self._rho_switch(c)
-            zeros = (jnp.zeros_like(c), jnp.zeros_like(c), jnp.zeros((n_w,), c.dtype))
-            fd = gated(big, lambda: finite(None), zeros)
-            hv = gated(~big, lambda: small(None), zeros)
-            a, m, w0 = (jnp.where(big, p, q) for p, q in zip(fd, hv))
-        if w is not None and self.nu_at == "centre":
-            w0 = delta(c)[1]
-        return a, m, w0
+            (a, dnu), (m, _) = self.rod_average(delta, c, rho, v)
+        if nu is not None and self.nu_at == "centre":
+            dnu = delta(c)[1]
+        return a, m, dnu
 
     # -- AbstractFlow ----------------------------------------------------------------------------
-    def init(self, x0, args: FlowArgs):
+    def init(self, x0, args: FlowArgs) -> RodState:
         z0 = args.init_state(x0)
         d0 = args.delta(z0, args.start)
-        w0 = None
+        nu0 = None
         if self.smooth_nu:
-            n = z0.shape[0] - args.map.n_smooth(args.problem)
-            w0 = z0[n:] + 0.5 * d0[n:]
-            z0, d0 = z0[:n], d0[:n]
+            (z0, nu_z), (d0, nu_d) = (args.map.smooth_split(args.problem, a) for a in (z0, d0))
+            nu0 = nu_z + 0.5 * nu_d
         v0, norm = unit_direction(d0)
         c0 = z0 + 0.5 * d0
         s0 = jnp.where(norm > 0, jnp.log(jnp.where(norm > 0, 0.5 * norm, 1.0)), self.log_floor(c0))
-        return (c0, s0, v0) if w0 is None else (c0, s0, v0, w0)
+        return RodState(c0, s0, v0, nu0)
 
-    def vector_field(self, t, y, args: FlowArgs):
-        c, s, v = y[:3]
-        w = y[3] if len(y) > 3 else None
+    def vector_field(self, t, y: RodState, args: FlowArgs) -> RodState:
+        c, s, v, nu = y
         v = v / jnp.linalg.norm(v)
-        rho = jnp.exp(s)
-        a, m, dw = self.rod_terms_nu(c, rho, v, args, t + 0.5, w)
+        a, m, dnu = self.rod_terms(c, jnp.exp(s), v, args, t + 0.5, nu)
         q = jnp.vdot(v, m)
         ds = -2.0 - q
-        out = (a, floored(ds, s, self.log_floor(c)), -(m - q * v))
-        return out if w is None else out + (dw,)
+        return RodState(a, floored(ds, s, self.log_floor(c)), -(m - q * v), None if nu is None else dnu)
 
-    def centre(self, y):
-        return y[0] if len(y) == 3 else jnp.concatenate([y[0], y[3]])
+    def _point(self, y, x):
+        return x if y.nu is None else smooth_join(x, y.nu)
 
-    def ends(self, y):
-        c, s, v = y[:3]
-        r = jnp.exp(s) * v / jnp.linalg.norm(v)
-        if len(y) == 3:
-            return c + r, c - r
-        return jnp.concatenate([c + r, y[3]]), jnp.concatenate([c - r, y[3]])
+    def _params(self, point, args: FlowArgs):
+        return args.params(point)
 
-    def predicted_loss(self, y, args: FlowArgs):
-        plus, minus = self.ends(y)
-        return 0.5 * (args.problem.loss_flat(args.params(plus)) + args.problem.loss_flat(args.params(minus)))
-
-    def curvature(self, y, args: FlowArgs, t=None):
+    def curvature(self, y: RodState, args: FlowArgs, t=None):
         """Rod curvature `kappa` in units of the map's threshold (`-q / lr` for GD, i.e. `v . D`;
         `(-q/2) * threshold(lr)` in general: the rod grows iff it exceeds the threshold)."""
-        c, s, v = y[:3]
-        w = y[3] if len(y) > 3 else None
-        v = v / jnp.linalg.norm(v)
-        _, m, _ = self.rod_terms_nu(c, jnp.exp(s), v, args, None if t is None else t + 0.5, w)
+        v = y.direction / jnp.linalg.norm(y.direction)
+        _, m, _ = self.rod_terms(y.centre, jnp.exp(y.log_rho), v, args, None if t is None else t + 0.5, y.nu)
         return args.map.rod_sharpness(jnp.vdot(v, m), args.lr)
-
-    def sharpness(self, y, args: FlowArgs, U0, t=None, **kwargs):
-        return self.curvature(y, args, t), U0
-
-    def extras(self, y, args: FlowArgs):
-        return {"rho": jnp.exp(y[1])}
 
     def cost_per_rhs(self):
         if self.variant == "taylor":

@@ -1,10 +1,17 @@
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 import diffrax
+from jaxtyping import Array, Float
 
-from ._base import AbstractFlow, FlowArgs, check_solver_config
+from ._base import AbstractFlow, FlowArgs
+
+
+class StableState(NamedTuple):
+    """State of [`StableFlow`][]: a point `z` of the map's joint state space."""
+
+    centre: Float[Array, " n"]
 
 
 class StableFlow(AbstractFlow):
@@ -19,33 +26,31 @@ class StableFlow(AbstractFlow):
     oscillation; for Adam `x' = -lr mu_hat / (sqrt(nu_hat) + eps)` with `mu` and `nu` relaxing
     towards `g` and `g^2` at rates `1 - beta1`, `1 - beta2`. It starts at the first centre
     `(z_0 + z_1)/2`, the same point as the rod's centre, so every flow is compared with the
-    discrete run from the same state.
+    discrete run from the same state. Any map (`requires = ()`); state [`StableState`][].
 
     Default integrator: `Tsit5` with `rtol = 1e-6` (adaptive): gradient flow can become stiff
     once its sharpness passes `2/lr`, where a fixed-step Euler scheme would be GD itself.
     """
 
     name: ClassVar[str] = "stable"
+    requires: ClassVar[tuple[type, ...]] = ()
     solver: diffrax.AbstractSolver = diffrax.Tsit5()
     dt: float = 0.5
     rtol: float | None = 1e-6
     atol: float | None = 1e-9
 
-    def __check_init__(self):
-        check_solver_config(self)
-
-    def init(self, x0, args: FlowArgs):
+    def init(self, x0, args: FlowArgs) -> StableState:
         z0 = args.init_state(x0)
-        return z0 + 0.5 * args.delta(z0, args.start)
+        return StableState(z0 + 0.5 * args.delta(z0, args.start))
 
-    def vector_field(self, t, y, args: FlowArgs):
-        return args.delta(y, t + 0.5)
+    def vector_field(self, t, y: StableState, args: FlowArgs) -> StableState:
+        return StableState(args.delta(y.centre, t + 0.5))
 
     def centre(self, y):
-        return y
+        return y.centre
 
     def predicted_loss(self, y, args: FlowArgs):
-        return args.problem.loss_flat(args.params(y))
+        return args.problem.loss_flat(args.params(y.centre))
 
     def cost_per_rhs(self):
         return {"grads": 1, "hvps": 0}

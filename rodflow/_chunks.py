@@ -1,4 +1,4 @@
-"""Compiled runs: the discrete optimiser (`lax.scan`) and the flows (`diffrax.diffeqsolve`).
+"""Compiled chunks: the discrete optimiser (`lax.scan`) and the flows (`diffrax.diffeqsolve`).
 
 A run is cut into *chunks* of whole *blocks*. A block is `every` steps: at its start the
 sharpness is measured (warm-started eigensolver, or the flow's own estimate), then the run
@@ -7,11 +7,15 @@ sharpness and (optionally) block-start snapshots leave the device; GD's centres 
 current chunk are kept on the device and handed to the flows, which compare against them
 inside the compiled program.
 
-Each chunk function is pure and jit-compiled once per run kind; the step size is traced, so the
-same compiled program serves every `lr` (and `jax.vmap` over `lr` works).
+Every run is a *grid* of points (step size, initial parameters): the per-point functions below
+are `jax.vmap`ped over a leading grid axis and jit-compiled once per run kind (`compare` is the
+grid of one). The step size and the initial parameters are traced, so the same compiled program
+serves every grid of the same size.
 """
 
 from __future__ import annotations
+
+from typing import Any, NamedTuple
 
 import diffrax
 import equinox as eqx
@@ -21,15 +25,27 @@ import optax
 
 from ._maps import AbstractMap
 from ._problem import Problem
+from ._settings import EigConfig
 from .flows._base import AbstractFlow, FlowArgs
 
 
-class EigConfig(eqx.Module):
-    """Eigensolver settings for the sharpness measurements."""
+class DiscreteCarry(NamedTuple):
+    """State of the discrete run between chunks."""
 
-    k: int = eqx.field(static=True, default=1)
-    method: str = eqx.field(static=True, default="auto")
-    max_iters: int = eqx.field(static=True, default=40)
+    x: Any  # the iterate x_k
+    opt_state: Any  # the optax state at step k
+    U: Any  # eigenvector warm start of the sharpness measurement
+    m0: Any  # the first centre (x_0 + x_1)/2 (displacements are measured from it)
+    x_final: Any  # the iterate at the last counted step
+
+
+class FlowCarry(NamedTuple):
+    """State of a flow between chunks."""
+
+    y: Any  # the flow's state at the chunk's end time
+    U: Any  # eigenvector warm start (flows that measure the sharpness by an eigensolver)
+    y_final: Any  # the state at the last counted step
+    num_steps: Any  # solver steps taken so far (cost accounting)
 
 
 def _where(pred, new, old):
@@ -40,26 +56,30 @@ def _norm(x):
     return jnp.linalg.norm(x)
 
 
+def _merge(recs):
+    """`(blocks, every, ...)` -> `(blocks * every, ...)`."""
+    return jax.tree.map(lambda a: a.reshape(-1, *a.shape[2:]), recs)
+
+
 # ---------------------------------------------------------------------------------------------
-# discrete optimiser
+# one grid point
 # ---------------------------------------------------------------------------------------------
-def discrete_init(problem: Problem, opt_map: AbstractMap, lr, x0, U0):
-    """Carry of the discrete run at step 0."""
+def discrete_init(problem: Problem, opt_map: AbstractMap, lr, x0, U0) -> DiscreteCarry:
     opt = opt_map.optimizer(lr)
     x1 = optax.apply_updates(x0, opt.update(jax.grad(problem.loss_flat)(x0), opt.init(x0), x0)[0])
-    return {"x": x0, "opt_state": opt.init(x0), "U": U0, "m0": 0.5 * (x0 + x1), "x_final": x0}
+    return DiscreteCarry(x0, opt.init(x0), U0, 0.5 * (x0 + x1), x0)
 
 
-@eqx.filter_jit
-def discrete_chunk(problem: Problem, opt_map: AbstractMap, lr, carry, k0, n_last, *,
+def discrete_chunk(problem: Problem, opt_map: AbstractMap, lr, carry: DiscreteCarry, k0, n_last, *,
                    n_blocks: int, every: int, eig: EigConfig, snapshots: bool):
     """Advance the discrete optimiser `n_blocks * every` steps from global step `k0`.
 
     Records, for each step `k`: `loss = L(x_k)`, `loss_next = L(x_{k+1})`,
     `disp = |m_k - m_0|` with `m_k = (x_k + x_{k+1})/2`, and GD's own rod length
-    `rho = |x_{k+1} - x_k| / 2`; per block: top-k sharpness at the
-    block start. Returns the centres `m_k` of the chunk (for the flows) without sending them
-    to the host. `n_last` is the last step that counts (`x_final` is the iterate there).
+    `rho = |x_{k+1} - x_k| / 2`; per block: the optimiser's effective sharpness at the block
+    start (for GD the top-k Hessian eigenvalues, for Adam those of `P^{-1} H`). Returns the
+    centres `m_k` of the chunk (for the flows) without sending them to the host. `n_last` is the
+    last step that counts (`x_final` is the iterate there).
     """
     opt = opt_map.optimizer(lr)
     loss_fn = problem.loss_flat
@@ -70,15 +90,13 @@ def discrete_chunk(problem: Problem, opt_map: AbstractMap, lr, carry, k0, n_last
         updates, new_opt_state = opt.update(g, opt_state, x)
         x1 = optax.apply_updates(x, updates)
         m = 0.5 * (x + x1)
-        rec = {"loss": loss, "loss_next": loss_fn(x1), "disp": _norm(m - carry["m0"]),
+        rec = {"loss": loss, "loss_next": loss_fn(x1), "disp": _norm(m - carry.m0),
                "rho": 0.5 * _norm(x1 - x)}
         x_final = jnp.where(k == n_last, x, x_final)
         return (x1, new_opt_state, x_final), (rec, m)
 
     def block(state, b):
         x, opt_state, U, x_final = state
-        # the optimiser's effective sharpness at step k (for GD the top Hessian eigenvalue; for
-        # Adam that of P^{-1} H)
         vals, U = opt_map.sharpness(problem, opt_map.pack(problem, x, opt_state), lr, U,
                                     (k0 + b * every).astype(x.dtype), method=eig.method,
                                     max_iters=eig.max_iters)
@@ -87,30 +105,23 @@ def discrete_chunk(problem: Problem, opt_map: AbstractMap, lr, carry, k0, n_last
         (x, opt_state, x_final), (recs, ms) = jax.lax.scan(step, (x, opt_state, x_final), ks)
         return (x, opt_state, U, x_final), (recs, ms, out)
 
-    state = (carry["x"], carry["opt_state"], carry["U"], carry["x_final"])
-    (x, opt_state, U, x_final), (recs, ms, per_block) = jax.lax.scan(
-        block, state, jnp.arange(n_blocks)
-    )
+    state = (carry.x, carry.opt_state, carry.U, carry.x_final)
+    (x, opt_state, U, x_final), (recs, ms, per_block) = jax.lax.scan(block, state, jnp.arange(n_blocks))
     if not snapshots:
         del per_block["snapshot"]
-    recs = jax.tree.map(lambda a: a.reshape(-1, *a.shape[2:]), recs)
     ms = ms.reshape(-1, ms.shape[-1])
-    new_carry = {"x": x, "opt_state": opt_state, "U": U, "m0": carry["m0"], "x_final": x_final}
-    return new_carry, recs, per_block, ms
+    return DiscreteCarry(x, opt_state, U, carry.m0, x_final), _merge(recs), per_block, ms
 
 
-# ---------------------------------------------------------------------------------------------
-# flows
-# ---------------------------------------------------------------------------------------------
-def flow_init(flow: AbstractFlow, args: FlowArgs, x0, U0, start_step: int = 0):
-    """Carry of a flow at time `start_step`: started from the discrete run's state at that step
-    (warm start; 0: from `x0`). Its integration starts there (see [`flow_chunk`][])."""
-    y0 = flow.init(x0, args.warm_started(x0, start_step))
-    return {"y": y0, "U": U0, "y_final": y0, "num_steps": jnp.zeros((), jnp.int32)}
+def flow_args(problem: Problem, opt_map: AbstractMap, lr, z_start, start_step: int) -> FlowArgs:
+    """The flows' arguments at one grid point; `z_start` is the discrete state at the warm start
+    `start_step` (`None` without a warm start)."""
+    if not start_step:
+        return FlowArgs(problem, lr, opt_map)
+    return FlowArgs(problem, lr, opt_map, jnp.asarray(start_step, z_start.dtype), z_start)
 
 
-@eqx.filter_jit
-def flow_chunk(flow: AbstractFlow, args: FlowArgs, carry, k0, n_last, centres, *,
+def flow_chunk(flow: AbstractFlow, args: FlowArgs, carry: FlowCarry, k0, n_last, centres, *,
                n_blocks: int, every: int, eig: EigConfig, snapshots: bool, start_step: int = 0):
     """Integrate `flow` over `n_blocks * every` steps from time `k0` with `diffrax.diffeqsolve`.
 
@@ -147,11 +158,10 @@ def flow_chunk(flow: AbstractFlow, args: FlowArgs, carry, k0, n_last, centres, *
             diffrax.SubSaveAt(ts=t_last[None]),
             diffrax.SubSaveAt(t1=True),
         ])
-        t1 = jnp.asarray(kb + every, dtype)
         sol = diffrax.diffeqsolve(
-            term, flow.solver, t0=t0, t1=t1, dt0=flow.dt, y0=y, args=(args, ms, kb),
-            saveat=saveat, stepsize_controller=controller, max_steps=flow.max_steps(every),
-            throw=False,
+            term, flow.solver, t0=t0, t1=jnp.asarray(kb + every, dtype), dt0=flow.dt, y0=y,
+            args=(args, ms, kb), saveat=saveat, stepsize_controller=controller,
+            max_steps=flow.max_steps(every), throw=False,
         )
         recs, y_at_last, y1 = sol.ys
         y1 = jax.tree.map(lambda a: a[-1], y1)
@@ -162,49 +172,51 @@ def flow_chunk(flow: AbstractFlow, args: FlowArgs, carry, k0, n_last, centres, *
         failed = sol.result != diffrax.RESULTS.successful
         y1 = jax.tree.map(lambda a: jnp.where(failed, jnp.nan, a), y1)
         recs = jax.tree.map(lambda a: jnp.where(failed & ~jnp.isfinite(a), jnp.inf, a), recs)
-        out = {"sharpness": sharp, "snapshot": args.params(flow.centre(y)) if snapshots else None}
+        out = {"sharpness": sharp, "snapshot": args.params(flow.centre(y)) if snapshots else None,
+               "solver_result": sol.result._value}
         return (y1, U, y_final, num_steps + sol.stats["num_steps"]), (recs, out)
 
-    state = (carry["y"], carry["U"], carry["y_final"], carry["num_steps"])
-    (y, U, y_final, num_steps), (recs, per_block) = jax.lax.scan(block, state, jnp.arange(n_blocks))
+    (y, U, y_final, num_steps), (recs, per_block) = jax.lax.scan(block, tuple(carry), jnp.arange(n_blocks))
     if not snapshots:
         del per_block["snapshot"]
-    recs = jax.tree.map(lambda a: a.reshape(-1, *a.shape[2:]), recs)
-    return {"y": y, "U": U, "y_final": y_final, "num_steps": num_steps}, recs, per_block
+    return FlowCarry(y, U, y_final, num_steps), _merge(recs), per_block
 
 
 # ---------------------------------------------------------------------------------------------
-# batched (vmapped) versions: one compiled program for a whole grid of step sizes / seeds
+# the grid: one compiled program per run kind. The initial states are computed once per run,
+# op by op (not compiled): compiling them would fuse their arithmetic differently and move the
+# start by a rounding error, which the EoS dynamics then amplify over thousands of steps.
 # ---------------------------------------------------------------------------------------------
-TRACE_COUNTS: dict[str, int] = {"discrete_batched": 0, "flow_batched": 0}
-
-
-@eqx.filter_jit
-def discrete_init_batched(problem: Problem, opt_map: AbstractMap, lr, x0, U0):
+def grid_discrete_init(problem: Problem, opt_map: AbstractMap, lr, x0, U0) -> DiscreteCarry:
     return jax.vmap(lambda lr_, x_: discrete_init(problem, opt_map, lr_, x_, U0))(lr, x0)
 
 
+def grid_warm_state(problem: Problem, opt_map: AbstractMap, lr, x0, start_step: int):
+    """The discrete state `z_K` at the warm start `K = start_step` of every grid point, computed
+    once for all flows (`K` iterations of the map, as [`FlowArgs.warm_started`][])."""
+    return jax.vmap(lambda lr_, x_: FlowArgs(problem, lr_, opt_map).warm_started(x_, start_step).z_start)(
+        lr, x0)
+
+
+def grid_flow_init(flow: AbstractFlow, problem: Problem, opt_map: AbstractMap, lr, x0, z_start, U0,
+                   start_step: int) -> FlowCarry:
+    def one(lr_, x_, z_):
+        y0 = flow.init(x_, flow_args(problem, opt_map, lr_, z_, start_step))
+        return FlowCarry(y0, U0, y0, jnp.zeros((), jnp.int32))
+
+    return jax.vmap(one)(lr, x0, z_start)
+
+
 @eqx.filter_jit
-def flow_init_batched(flow: AbstractFlow, problem: Problem, opt_map: AbstractMap, lr, x0, U0,
-                      start_step: int = 0):
-    def one(lr_, x_):
-        return flow_init(flow, FlowArgs(problem, lr_, opt_map), x_, U0, start_step)
-
-    return jax.vmap(one)(lr, x0)
-
-
-@eqx.filter_jit
-def discrete_chunk_batched(problem: Problem, opt_map: AbstractMap, lr, carry, k0, n_last, **kw):
-    """[`discrete_chunk`][] vmapped over a leading grid axis of `lr` and `carry`."""
-    TRACE_COUNTS["discrete_batched"] += 1
+def grid_discrete_chunk(problem: Problem, opt_map: AbstractMap, lr, carry, k0, n_last, **kw):
+    """[`discrete_chunk`][] over the grid (leading axis of `lr` and `carry`)."""
     return jax.vmap(lambda lr_, c_: discrete_chunk(problem, opt_map, lr_, c_, k0, n_last, **kw))(lr, carry)
 
 
 @eqx.filter_jit
-def flow_chunk_batched(flow: AbstractFlow, problem: Problem, opt_map: AbstractMap, lr, carry, k0, n_last,
-                       centres, **kw):
-    """[`flow_chunk`][] vmapped over a leading grid axis of `lr`, `carry` and `centres`."""
-    TRACE_COUNTS["flow_batched"] += 1
+def grid_flow_chunk(flow: AbstractFlow, problem: Problem, opt_map: AbstractMap, lr, carry, k0, n_last,
+                    centres, **kw):
+    """[`flow_chunk`][] over the grid (leading axis of `lr`, `carry` and `centres`)."""
 
     def one(lr_, c_, m_):
         return flow_chunk(flow, FlowArgs(problem, lr_, opt_map), c_, k0, n_last, m_, **kw)

@@ -1,0 +1,168 @@
+"""The entry points: [`compare`][] (one step size) and [`sweep`][] (a grid of step sizes and
+seeds). Both run the same engine; `compare` is the grid of one."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from . import _io
+from ._engine import CHECKPOINT_FORMAT, check_eig, run_grid
+from ._maps import AbstractMap, GradientDescent, transient_steps
+from ._problem import Problem, as_problem
+from ._registry import DEFAULT_FLOWS, check_supported, resolve_flows
+from ._result import Comparison, SweepResult, assemble
+from ._settings import Settings, check_positive
+from .flows import AbstractFlow
+
+Flows = Sequence[str | AbstractFlow] | Mapping[str, AbstractFlow]
+
+
+def compare(loss: Any, params: Any = None, *, lr: float, flows: Flows = DEFAULT_FLOWS,
+            optimizer: AbstractMap | None = None, settings: Settings | None = None,
+            **options) -> Comparison:
+    """Run the discrete optimiser and the chosen flows from the same start and compare them.
+
+    **Arguments:**
+
+    - `loss`: `loss(params) -> scalar`, or a [`rodflow.Problem`][] (then `params` is optional).
+    - `params`: initial parameters (any pytree, e.g. an Equinox model).
+    - `lr`: step size `eta > 0`.
+    - `flows`: names (`"discrete"`, `"stable"`, `"rod"`, ...; see `rodflow.FLOWS`), flow
+      instances (e.g. `rodflow.RodFlow(solver=diffrax.Tsit5(), rtol=1e-6)`), or a
+      `{label: flow}` dict to compare several configurations of one flow on the same run.
+    - `optimizer`: the one-step map; default gradient descent (`optax.sgd(lr)`). Every flow must
+      support it (a one-line `ValueError` names the flow and what the map lacks).
+    - `settings`: a [`rodflow.Settings`][]; `**options` are its fields (`steps=...`,
+      `sharpness_every=...`, `start_step=...`, `out=...`, ...) and replace its values.
+
+    **Returns:** a [`rodflow.Comparison`][] (also written to `out` when given).
+    """
+    problem = as_problem(loss, params)
+    check_positive("lr", lr)
+    settings = Settings.from_options(settings, options)
+    flows_, opt_map, start = _prepare(problem, flows, optimizer, settings)
+    x0 = problem.x0
+    config = _config(problem, opt_map, flows_, settings, start, [x0], lr=float(lr))
+    run = run_grid(problem, opt_map, flows_, jnp.asarray([lr], x0.dtype), x0[None], settings, start,
+                   config=config, desc=f"{problem.name} lr={lr:g}")
+    timings = {k: (t.run_s, t.compile_s) for k, t in run.timers.items()}
+    result = assemble(problem, opt_map, float(lr), settings, start, flows_, run, 0, timings, x0.dtype)
+    if settings.out is not None:
+        result.save(settings.out, figure=settings.figure)
+    return result
+
+
+def sweep(loss: Any, params: Any = None, *, lrs: Sequence[float], seeds: Sequence[int] | None = None,
+          flows: Flows = DEFAULT_FLOWS, optimizer: AbstractMap | None = None, devices: int | None = None,
+          settings: Settings | None = None, **options) -> SweepResult:
+    """[`rodflow.compare`][] over a grid of step sizes (and initialisation seeds) as ONE
+    compiled, vmapped program per run kind, sharded over devices.
+
+    **Arguments** (as for `compare`, plus):
+
+    - `lrs`: the step sizes.
+    - `seeds`: initialisation seeds; needs a problem with `init(key)` (built-in networks have
+      one). `None` uses `params` (or the problem's `params0`) for every step size.
+    - `devices`: how many of `jax.devices()` to shard the grid over (default: all). The grid is
+      padded (by repeating its last point) to a multiple of the device count, and the padding is
+      dropped from the results.
+
+    The whole grid is traced and compiled once per run kind (the discrete run and each flow),
+    whatever its size; `lr` and the initial parameters are traced. Only per-step scalars, the
+    sharpness and optional snapshots leave the devices.
+    """
+    problem = as_problem(loss, params)
+    lrs = [float(v) for v in np.atleast_1d(np.asarray(lrs, dtype=float))]
+    if not lrs:
+        raise ValueError("`lrs` is empty; give at least one step size.")
+    for v in lrs:
+        check_positive("lrs", v)
+    settings = Settings.from_options(settings, options)
+    flows_, opt_map, start = _prepare(problem, flows, optimizer, settings)
+    seed_list, x0s = _initial_points(problem, seeds)
+    grid = [(lr, s) for s in seed_list for lr in lrs]
+    n_dev = len(jax.devices()) if devices is None else int(devices)
+    if not 1 <= n_dev <= len(jax.devices()):
+        raise ValueError(f"`devices` must be between 1 and {len(jax.devices())}, got {devices}.")
+    G = len(grid)
+    index = list(range(G)) + [G - 1] * (-(-G // n_dev) * n_dev - G)
+    lr_arr = jnp.asarray([grid[i][0] for i in index], problem.dtype)
+    x0_arr = jnp.stack([x0s[i // len(lrs)] for i in index])
+    place = _placer(n_dev)
+    config = _config(problem, opt_map, flows_, settings, start, x0s, lrs=lrs, seeds=seed_list, devices=n_dev)
+    t0 = time.perf_counter()
+    run = run_grid(problem, opt_map, flows_, place(lr_arr), place(x0_arr), settings, start,
+                   config=config, desc=f"{problem.name} sweep x{G}", place=place)
+    total = time.perf_counter() - t0
+    run = run._replace(carries=jax.device_get(run.carries))
+    # per-run wall time: the batched time shared equally by the grid points
+    timings = {k: (t.run_s / G, t.compile_s / G) for k, t in run.timers.items()}
+    runs = [assemble(problem, opt_map, lr, settings, start, flows_, run, g, timings, problem.dtype)
+            for g, (lr, _) in enumerate(grid)]
+    metrics = {
+        "problem": problem.name, "steps": settings.steps, "lrs": lrs, "seeds": seed_list,
+        "dtype": str(np.dtype(problem.dtype)), "devices": n_dev,
+        "device_kind": str(jax.devices()[0].device_kind), "grid_padded_to": len(index),
+        "compile_s": sum(t.compile_s for t in run.timers.values()),
+        "run_s": sum(t.run_s for t in run.timers.values()), "total_s": total,
+        "runs": [{"lr": lr, "seed": seed, "eos_onset_step": c.metrics["eos_onset_step"],
+                  "flows": c.metrics["flows"]} for (lr, seed), c in zip(grid, runs)],
+    }
+    result = SweepResult(metrics, runs)
+    if settings.out is not None:
+        result.save(settings.out, figure=settings.figure)
+    return result
+
+
+def _prepare(problem: Problem, flows: Flows, optimizer, settings: Settings):
+    """Validate what the run needs before anything is computed: the flows by label, the map,
+    the resolved warm-start step."""
+    check_eig(problem, settings)
+    if settings.out is not None:
+        _io.prepare_out(Path(settings.out), resume=settings.resume, overwrite=settings.overwrite)
+    flows_ = resolve_flows(flows)
+    opt_map = optimizer if optimizer is not None else GradientDescent()
+    if not isinstance(opt_map, AbstractMap):
+        raise ValueError(f"`optimizer` must be a rodflow map (e.g. rodflow.Adam()), got {opt_map!r}.")
+    check_supported(flows_, opt_map)
+    start = transient_steps(opt_map) if settings.start_step == "auto" else int(settings.start_step)
+    if start >= settings.steps:
+        raise ValueError(f"`start_step` resolved to {start}, which is not below `steps` ({settings.steps}).")
+    return flows_, opt_map, start
+
+
+def _initial_points(problem: Problem, seeds):
+    if seeds is None:
+        return [None], [problem.x0]
+    if problem.init is None:
+        raise ValueError(f"`seeds` needs a problem with an `init(key)` function; {problem.name!r} "
+                         "has none. Pass `seeds=None`, or build a rodflow.Problem with `init=`.")
+    seed_list = [int(s) for s in seeds]
+    return seed_list, [problem.ravel(problem.init(jr.PRNGKey(s))) for s in seed_list]
+
+
+def _placer(n_dev: int):
+    if n_dev <= 1:
+        return lambda tree: tree
+    sharding = NamedSharding(Mesh(np.asarray(jax.devices()[:n_dev]), ("grid",)), PartitionSpec("grid"))
+    return lambda tree: jax.device_put(tree, sharding)
+
+
+def _config(problem: Problem, opt_map, flows, settings: Settings, start: int, x0s, **grid) -> dict:
+    """Every setting that changes a number: a checkpoint written with another one is refused.
+    The problem enters by its name, its data and the initial parameters (as hashes), the flows
+    and the optimiser by their full configuration."""
+    data = jax.tree.leaves(eqx.filter(problem.loss, eqx.is_array))
+    return dict(format=CHECKPOINT_FORMAT, problem=problem.name, dim=problem.dim, dtype=str(problem.dtype),
+                data=_io.digest(*data), x0=_io.digest(*x0s), optimizer=repr(opt_map),
+                flows={label: repr(f) for label, f in flows.items()}, **grid, **settings.key(start))

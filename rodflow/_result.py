@@ -1,0 +1,269 @@
+"""Results: the host-side series and metrics of one grid point ([`Comparison`][]) and of a grid
+([`SweepResult`][]), their tables and files."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import _io
+from ._maps import AbstractMap
+from ._metrics import discrete_metrics, eos_onset, first_nonfinite, flow_metrics, relative_distance
+from ._problem import Problem
+from ._settings import Settings
+from .flows import AbstractFlow
+
+
+@dataclasses.dataclass
+class Comparison:
+    """The result of [`rodflow.compare`][].
+
+    - `metrics`: the dict written to `metrics.json` (see README for the keys).
+    - `series`: per run (`"discrete"`, `"stable"`, `"rod"`, ...) a dict of numpy arrays over
+      steps `k = 0..N`: `step`, `loss` (GD's loss, or the flow's predicted GD loss),
+      `rel_dist` (flows), `sharpness_step` and `sharpness`, and extras such as the rod's `rho`.
+    - `final`: per run, the parameters (as a pytree like `params0`) at step `N`: GD's iterate
+      `x_N`, the flows' centres.
+    - `snapshots`: per run, `(steps, flat parameter vectors)` every `save_every` steps.
+    """
+
+    problem: str
+    lr: float
+    steps: int
+    metrics: dict[str, Any]
+    series: dict[str, dict[str, np.ndarray]]
+    final: dict[str, Any]
+    snapshots: dict[str, tuple[np.ndarray, np.ndarray]]
+
+    def table(self) -> str:
+        return format_table(self.metrics)
+
+    def diverged(self) -> list[str]:
+        """One line per run that became non-finite, with its step."""
+        return diverged(self.metrics["flows"])
+
+    def save(self, out: str | Path, *, figure: bool = True) -> Path:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        _io.write_json(out / "metrics.json", self.metrics)
+        _io.write_series(out / "series.npz", self.series)
+        if figure:
+            from .plot import plot_comparison
+
+            plot_comparison(self, out / "compare.png")
+        return out
+
+
+@dataclasses.dataclass
+class SweepResult:
+    """The result of [`rodflow.sweep`][].
+
+    - `metrics`: the dict written to `sweep.json` (`problem`, `steps`, `lrs`, `seeds`, `devices`,
+      `compile_s`, `run_s`, and `runs`: one entry per grid point with `lr`, `seed`,
+      `eos_onset_step` and the per-flow metrics of `metrics.json`).
+    - `runs`: one [`rodflow.Comparison`][] per grid point (series, final parameters), in the
+      order of `metrics["runs"]` (seeds outer, step sizes inner).
+    """
+
+    metrics: dict[str, Any]
+    runs: list[Comparison]
+
+    def table(self) -> str:
+        flows = [f for f in self.metrics["runs"][0]["flows"] if f != "discrete"]
+        head = f"{'lr':>10} {'seed':>5} {'onset':>6} {'GD loss':>11}" + "".join(
+            f"{'d EoS ' + f:>16}" for f in flows) + f"{'rod S/(2/lr)':>14}"
+        lines = [head, "-" * len(head)]
+        for run in self.metrics["runs"]:
+            fl = run["flows"]
+            row = f"{run['lr']:>10.4g} {str(run['seed']):>5} {str(run['eos_onset_step']):>6} "
+            row += f"{_fmt(fl['discrete']['final_loss']):>11}"
+            row += "".join(f"{_fmt(fl[f].get('rel_dist_mean_eos')):>16}" for f in flows)
+            rod = fl.get("rod", {}).get("sharpness_mean_eos")
+            row += f"{_fmt(None if rod is None else rod / fl['discrete']['threshold']):>14}"
+            lines.append(row)
+        lines.append(f"compile {self.metrics['compile_s']:.1f} s, run {self.metrics['run_s']:.1f} s "
+                     f"on {self.metrics['devices']} device(s)")
+        lines += [f"WARNING: {msg}" for msg in self.diverged()]
+        return "\n".join(lines)
+
+    def diverged(self) -> list[str]:
+        """One line per grid point and run that became non-finite, with its step."""
+        return [f"lr={run['lr']:g} seed={run['seed']}: {msg}" for run in self.metrics["runs"]
+                for msg in diverged(run["flows"])]
+
+    def save(self, out: str | Path, *, figure: bool = True) -> Path:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        _io.write_json(out / "sweep.json", self.metrics)
+        if figure:
+            from .plot import plot_sweep
+
+            plot_sweep(self, out / "sweep.png")
+        return out
+
+
+def _fmt(v) -> str:
+    return "-" if v is None else f"{v:.4g}"
+
+
+def format_table(metrics: dict) -> str:
+    cols = [("rel_dist_mean_eos", "d mean EoS"), ("rel_dist_max_eos", "d max EoS"),
+            ("rel_dist_mean", "d mean"), ("loss_rel_err_mean_eos", "loss err EoS"),
+            ("sharpness_mean_eos", "sharp EoS"), ("final_loss", "final loss"),
+            ("wall_s", "wall s"), ("grad_evals", "grad evals")]
+    head = f"{'run':<10}" + "".join(f"{h:>14}" for _, h in cols)
+    lines = [head, "-" * len(head)]
+    for name, m in metrics["flows"].items():
+        row = f"{name:<10}"
+        for key, _ in cols:
+            v = m.get(key)
+            row += f"{'-':>14}" if v is None else (f"{v:>14d}" if isinstance(v, int) else f"{v:>14.4g}")
+        lines.append(row)
+    onset = metrics.get("eos_onset_step")
+    lines.append(f"EoS onset (GD sharpness > {metrics['threshold']:.4g}): "
+                 f"{'never' if onset is None else f'step {onset}'}")
+    lines += [f"WARNING: {msg}" for msg in diverged(metrics["flows"])]
+    return "\n".join(lines)
+
+
+def diverged(flows_metrics: dict) -> list[str]:
+    """`"NAME became non-finite at step K"` for every run of one grid point that did, and
+    `"NAME: the ODE solver stopped at step K (reason)"` for every flow whose solver gave up."""
+    out = [f"{name} became non-finite at step {m['diverged_at']}" for name, m in flows_metrics.items()
+           if m.get("diverged_at") is not None]
+    return out + [f"{name}: the ODE solver stopped at step {m['solver_stopped_at']} ({m['solver_result']}); "
+                  "its values after that step are undefined" for name, m in flows_metrics.items()
+                  if m.get("solver_stopped_at") is not None]
+
+
+def _concat(chunks: list[dict], g: int) -> dict[str, np.ndarray]:
+    """Grid point `g` of a run kind's per-chunk records, concatenated over chunks."""
+    if not chunks:
+        return {}
+    return {k: np.concatenate([np.asarray(c[k])[g] for c in chunks]) for k in chunks[0]}
+
+
+def assemble(problem: Problem, opt_map: AbstractMap, lr: float, settings: Settings, start: int,
+             flows: dict[str, AbstractFlow], run, g: int, timings: dict[str, tuple[float, float]],
+             dtype) -> Comparison:
+    """Host side: the series, metrics and final parameters of grid point `g` of a
+    [`GridRun`][rodflow._engine.GridRun]."""
+    steps, every, save_every = settings.steps, settings.sharpness_every, settings.save_every
+    n_rec = steps + 1
+    threshold = float(opt_map.threshold(lr))
+    series: dict[str, dict[str, np.ndarray]] = {}
+    snapshots: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def run_series(name):
+        s = {k: v[:n_rec] for k, v in _concat(run.records[name], g).items()}
+        s["step"] = np.arange(len(s["loss"]))
+        b = _concat(run.blocks[name], g)
+        sharp = np.asarray(b["sharpness"])
+        s_steps = np.arange(len(sharp)) * every
+        keep = s_steps <= steps
+        if save_every is not None:
+            sel = keep & (s_steps % save_every == 0)
+            snapshots[name] = (s_steps[sel], np.asarray(b["snapshot"])[sel])
+        s["sharpness_step"] = s_steps[keep]
+        s["sharpness"] = (sharp[:, 0] if sharp.ndim == 2 else sharp)[keep]
+        if sharp.ndim == 2:
+            s["sharpness_topk"] = sharp[keep]
+        return s
+
+    d = run_series("discrete")
+    onset = eos_onset(d["sharpness_step"], d["sharpness"], threshold)
+    series["discrete"] = d
+    gd = {**d, "eos_onset_step": onset}
+    dm = discrete_metrics(gd, threshold)
+    dm.update(wall_s=timings["discrete"][0], compile_s=timings["discrete"][1],
+              grad_evals=len(d["loss"]), diverged_at=first_nonfinite(d["loss"]))
+    flows_m: dict[str, dict] = {"discrete": dm}
+    carries = jax.tree.map(lambda a: jnp.asarray(np.asarray(a)[g]), run.carries)
+    for name, flow in flows.items():
+        f = run_series(name)
+        f["rel_dist"] = relative_distance(f["dist"], d["disp"][: len(f["dist"])])
+        _mask_before(f, start)
+        m = flow_metrics(f, gd, start=start)
+        n_rhs = int(carries[name].num_steps) * flow.evals_per_step()
+        cost = flow.cost_per_rhs()
+        m.update(wall_s=timings[name][0], compile_s=timings[name][1],
+                 grad_evals=n_rhs * cost["grads"] + 2 * n_rhs * cost["hvps"], rhs_evals=n_rhs,
+                 **_failure(f, _concat(run.blocks[name], g)["solver_result"], every, start))
+        flows_m[name] = m
+        series[name] = f
+
+    final = {"discrete": problem.unravel(carries["discrete"].x_final)}
+    for name, flow in flows.items():
+        final[name] = problem.unravel(opt_map.params(problem, flow.centre(carries[name].y_final)))
+    metrics = {
+        "problem": problem.name,
+        "lr": lr,
+        "steps": steps,
+        "dtype": str(np.dtype(dtype)),
+        "optimizer": opt_map.name,
+        "optimizer_options": map_options(opt_map),
+        "threshold": threshold,
+        "sharpness_kind": opt_map.sharpness_kind,
+        "eos_onset_step": onset,
+        "start_step": start,
+        "sharpness_every": every,
+        "device": str(jax.devices()[0]),
+        "flows": flows_m,
+    }
+    return Comparison(problem.name, lr, steps, metrics, series, final, snapshots)
+
+
+def _mask_before(f: dict, start: int) -> None:
+    """A warm-started flow does not exist before `start_step` (its carry is the state there):
+    mark what it recorded before as undefined (nan) in its series."""
+    if not start:
+        return
+    for k, v in f.items():
+        if k in ("step", "sharpness_step"):
+            continue
+        steps = np.asarray(f["sharpness_step"] if k.startswith("sharpness") else f["step"])
+        if len(v) == len(steps):
+            v = np.asarray(v, float).copy()
+            v[steps < start] = np.nan
+            f[k] = v
+
+
+def _shifted(i, start):
+    return None if i is None else i + start
+
+
+def _failure(f: dict, results: np.ndarray, every: int, start: int) -> dict:
+    """`diverged_at`: the first step whose value is non-finite while the ODE solver was still
+    running; `solver_stopped_at` / `solver_result`: where and why the solver gave up (e.g. its
+    step limit on a stiff flow), which is not a divergence of the flow itself."""
+    failed = np.flatnonzero(np.asarray(results) != 0)
+    failed = failed[failed * every < len(f["loss"])]  # blocks past the last step are padding
+    bad = _shifted(first_nonfinite(f["loss"][start:]), start)
+    if not failed.size:
+        return {"diverged_at": bad}
+    block_start = int(failed[0]) * every
+    stopped = bad if bad is not None and bad >= block_start else block_start
+    return {"diverged_at": bad if bad is not None and bad < block_start else None,
+            "solver_stopped_at": stopped, "solver_result": _result_name(int(results[failed[0]]))}
+
+
+def _result_name(code: int) -> str:
+    import diffrax
+
+    names = {int(item._value): name for name, item in diffrax.RESULTS._name_to_item.items()}
+    return names.get(code, f"diffrax result {code}")
+
+
+def map_options(opt_map: AbstractMap) -> dict:
+    """The scalar hyper-parameters of a map (its fields)."""
+    out = {}
+    for f in dataclasses.fields(opt_map):
+        v = getattr(opt_map, f.name)
+        if isinstance(v, (bool, int, float, str)):
+            out[f.name] = v
+    return out

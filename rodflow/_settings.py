@@ -1,0 +1,150 @@
+"""`Settings`: how a run is measured, chunked and saved; one object shared by `compare`, `sweep`
+and the command line."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import Literal
+
+import equinox as eqx
+import numpy as np
+
+
+class EigConfig(eqx.Module):
+    """Eigensolver settings for the sharpness measurements (static: part of the compiled program)."""
+
+    k: int = eqx.field(static=True, default=1)
+    method: str = eqx.field(static=True, default="auto")
+    max_iters: int = eqx.field(static=True, default=40)
+
+
+def check_positive(name: str, value, kind=float) -> None:
+    """Raise `ValueError` naming `name` unless `value` is a positive number (integer if
+    `kind is int`); 0-d NumPy/JAX arrays are accepted."""
+    ok = not isinstance(value, (bool, str)) and np.ndim(value) == 0
+    if ok:
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            ok = False
+    if not ok or not (value > 0) or not np.isfinite(value) or (kind is int and int(value) != value):
+        want = "a positive integer" if kind is int else "a positive number"
+        raise ValueError(f"`{name}` must be {want}, got {value!r}.")
+
+
+MAX_STEPS = 2**31 - 2**20
+
+
+def _help(text: str) -> dict:
+    return {"help": text}
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Run settings shared by [`rodflow.compare`][], [`rodflow.sweep`][] and the CLI (every field
+    is a keyword argument of both functions and a `--option` of the CLI).
+
+    - `steps`: number of optimiser steps `N`; every flow is integrated over `t in [0, N]`
+      (`[start_step, N]` with a warm start).
+    - `sharpness_every`: measure the sharpness every this many steps (EoS onset resolution).
+    - `top_k`, `eig_method`, `eig_iters`: eigensolver settings (see [`rodflow.top_eigenpairs`][]).
+    - `chunk`: steps per compiled chunk; after each chunk results go to the host (and to
+      `out/checkpoint.npz` when `out` is given).
+    - `save_every`: keep flat parameter snapshots every this many steps (a multiple of
+      `sharpness_every`); `None` keeps none.
+    - `start_step`: warm start. The flows start at step `K = start_step` from the discrete
+      run's state there (`(z_K + z_{K+1})/2` and its step, as at step 0), and are measured from
+      `K` on (their series are nan before it). Use it to leave out an opening transient that no
+      flow models: heavy ball and Adam started at rest ring (complex eigenvalues of modulus
+      `sqrt(beta)`) for about `2 ln(100)/ln(1/beta)` steps (88 for `beta = 0.9`). `"auto"` uses
+      [`rodflow.transient_steps`][] of the optimiser. Default 0: every flow starts at step 0.
+    - `out`: directory for the results (`metrics.json` / `sweep.json`, `series.npz`, the figure)
+      and the checkpoint; `None` writes nothing.
+    - `resume`: continue from `out/checkpoint.npz` if it exists (same settings required).
+    - `overwrite`: replace the run already in `out`. Without `resume` or `overwrite`, a folder
+      that holds an earlier run is refused before anything is computed.
+    - `progress`: show a progress bar.
+    - `figure`: draw the figure into `out`.
+    """
+
+    steps: int = dataclasses.field(metadata=_help("number of optimiser steps N"))
+    sharpness_every: int = dataclasses.field(default=10, metadata=_help("sharpness measured every K steps"))
+    top_k: int = dataclasses.field(default=1, metadata=_help("number of Hessian eigenvalues tracked"))
+    eig_method: Literal["auto", "lobpcg", "power", "dense"] = dataclasses.field(
+        default="auto", metadata=_help("eigensolver for the sharpness"))
+    eig_iters: int = dataclasses.field(default=40, metadata=_help("eigensolver iterations per measurement"))
+    chunk: int = dataclasses.field(default=500, metadata=_help("steps per compiled chunk / checkpoint"))
+    save_every: int | None = dataclasses.field(default=None,
+                                               metadata=_help("keep parameter snapshots every K steps"))
+    start_step: int | Literal["auto"] = dataclasses.field(
+        default=0, metadata=_help("warm start: the flows start at this step from the discrete run's state; "
+                                  "'auto' = after the momentum transient (rodflow.transient_steps)"))
+    out: str | Path | None = dataclasses.field(default=None, metadata=_help("output directory"))
+    resume: bool = dataclasses.field(default=False, metadata=_help("continue from OUT/checkpoint.npz"))
+    overwrite: bool = dataclasses.field(default=False, metadata=_help("replace the run already in OUT"))
+    progress: bool = dataclasses.field(default=False, metadata=_help("show a progress bar"))
+    figure: bool = dataclasses.field(default=True, metadata=_help("draw the figure"))
+
+    def __post_init__(self):
+        check_positive("steps", self.steps, int)
+        if self.steps > MAX_STEPS:
+            raise ValueError(f"`steps` must be at most {MAX_STEPS} (step counters are 32-bit), "
+                             f"got {self.steps}.")
+        auto = isinstance(self.start_step, str) and self.start_step == "auto"
+        integer = isinstance(self.start_step, (int, np.integer)) and not isinstance(self.start_step, bool)
+        if not auto and (not integer or not 0 <= self.start_step < self.steps):
+            raise ValueError(f"`start_step` must be an integer step in [0, steps) = [0, {self.steps}) at "
+                             f"which the flows start from the discrete run's state, or 'auto', got "
+                             f"{self.start_step!r}.")
+        for name in ("sharpness_every", "chunk", "top_k", "eig_iters"):
+            check_positive(name, getattr(self, name), int)
+        if self.eig_method not in ("auto", "lobpcg", "power", "dense"):
+            raise ValueError(f"`eig_method` must be one of auto, lobpcg, power, dense, "
+                             f"got {self.eig_method!r}.")
+        if self.save_every is not None:
+            check_positive("save_every", self.save_every, int)
+            if self.save_every % self.sharpness_every:
+                raise ValueError(f"`save_every` ({self.save_every}) must be a multiple of "
+                                 f"`sharpness_every` ({self.sharpness_every}).")
+
+    @classmethod
+    def from_options(cls, settings: Settings | None, options: dict) -> Settings:
+        """`settings` (or the defaults) with the keyword `options` replacing fields; an unknown
+        option is a `TypeError` naming it."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(options) - names)
+        if unknown:
+            raise TypeError(f"unknown option(s) {', '.join(unknown)}; the run settings are: "
+                            f"{', '.join(sorted(names))}.")
+        if settings is None:
+            if "steps" not in options:
+                raise TypeError("missing the run setting `steps` (number of optimiser steps).")
+            return cls(**options)
+        return dataclasses.replace(settings, **options)
+
+    # -- derived ---------------------------------------------------------------------------------
+    @property
+    def eig(self) -> EigConfig:
+        return EigConfig(k=int(self.top_k), method=self.eig_method, max_iters=int(self.eig_iters))
+
+    @property
+    def plan(self) -> tuple[int, int]:
+        """(number of chunks, blocks of `sharpness_every` steps per chunk) covering steps 0..N
+        with little padding."""
+        n_blocks = math.ceil((self.steps + 1) / self.sharpness_every)
+        n_chunks = math.ceil(n_blocks / max(1, self.chunk // self.sharpness_every))
+        return n_chunks, math.ceil(n_blocks / n_chunks)
+
+    @property
+    def chunk_len(self) -> int:
+        return self.plan[1] * self.sharpness_every
+
+    def key(self, start_step: int) -> dict:
+        """The settings that change a number (a checkpoint written with others is refused)."""
+        key = dict(steps=int(self.steps), every=int(self.sharpness_every), chunk=self.chunk_len,
+                   save_every=self.save_every, eig=[int(self.top_k), self.eig_method, int(self.eig_iters)])
+        if start_step:
+            key["start_step"] = int(start_step)
+        return key
