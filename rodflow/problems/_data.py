@@ -109,6 +109,12 @@ def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     if data.ndim != 2 or data.shape[1] != 3072 or labels.shape != (data.shape[0],):
         raise ValueError(f"CIFAR-10 file {str(path)!r} is malformed: b'data' has shape {data.shape} "
                          f"(expected (N, 3072)) and b'labels' {labels.shape} (expected (N,)).")
+    integral = labels.size == 0 or (np.issubdtype(labels.dtype, np.number)
+                                    and np.all(labels == np.round(labels)))
+    if not integral or (labels.size and (labels.min() < 0 or labels.max() > 9)):
+        lo, hi = (labels.min(), labels.max()) if labels.size else (None, None)
+        raise ValueError(f"CIFAR-10 file {str(path)!r} is malformed: labels must be integers in 0..9, "
+                         f"found values from {lo} to {hi}.")
     return data, labels.astype(np.int64)
 
 
