@@ -87,6 +87,4 @@ def resolve_flows(flows) -> dict[str, AbstractFlow]:
 def check_supported(flows: dict[str, AbstractFlow], opt_map: maps.AbstractMap) -> None:
     """One-line `ValueError` for the first flow that cannot model `opt_map`."""
     for label, flow in flows.items():
-        missing = flow.unsupported(opt_map)
-        if missing:
-            raise ValueError(f"flow {label!r} does not support optimizer {opt_map.name!r}: {missing}.")
+        flow.check_supported(opt_map, label)

@@ -158,11 +158,14 @@ def assemble(problem: Problem, opt_map: AbstractMap, lr: float, settings: Settin
     threshold = float(opt_map.threshold(lr))
     series: dict[str, dict[str, np.ndarray]] = {}
     snapshots: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    solver_results: dict[str, np.ndarray] = {}  # per block, flows only
 
     def run_series(name):
         s = {k: v[:n_rec] for k, v in _concat(run.records[name], g).items()}
         s["step"] = np.arange(len(s["loss"]))
         b = _concat(run.blocks[name], g)
+        if "solver_result" in b:
+            solver_results[name] = b["solver_result"]
         sharp = np.asarray(b["sharpness"])
         s_steps = np.arange(len(sharp)) * every
         keep = s_steps <= steps
@@ -193,7 +196,7 @@ def assemble(problem: Problem, opt_map: AbstractMap, lr: float, settings: Settin
         cost = flow.cost_per_rhs()
         m.update(wall_s=timings[name][0], compile_s=timings[name][1],
                  grad_evals=n_rhs * cost["grads"] + 2 * n_rhs * cost["hvps"], rhs_evals=n_rhs,
-                 **_failure(f, _concat(run.blocks[name], g)["solver_result"], every, start))
+                 **_failure(f, solver_results[name], every, start))
         flows_m[name] = m
         series[name] = f
 

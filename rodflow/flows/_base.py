@@ -88,12 +88,13 @@ class AbstractFlow(eqx.Module):
                 return f"needs {capability.capability}; {opt_map.name} does not provide it"
         return None
 
-    def check_supported(self, opt_map: AbstractMap) -> None:
-        """A `ValueError` naming the flow, the optimiser and what is missing (see
-        [`unsupported`][])."""
+    def check_supported(self, opt_map: AbstractMap, label: str | None = None) -> None:
+        """A `ValueError` naming the flow (by `label`, default its name), the optimiser and what
+        is missing (see [`unsupported`][])."""
         missing = self.unsupported(opt_map)
         if missing:
-            raise ValueError(f"flow {self.name!r} does not support optimizer {opt_map.name!r}: {missing}.")
+            raise ValueError(f"flow {label or self.name!r} does not support optimizer {opt_map.name!r}: "
+                             f"{missing}.")
 
     @abc.abstractmethod
     def init(self, x0: Float[Array, " p"], args: FlowArgs) -> PyTree:
