@@ -1,10 +1,14 @@
-"""EoS tracking on every built-in real problem that needs no external data (issue 3).
+"""EoS tracking on every built-in real problem that needs no external data (issues 3, 14).
 
-    python benchmarks/eos_tracking.py [--steps 1500] [--x64] [--problems a,b] [--out FILE.json] [--resume]
+    python benchmarks/eos_tracking.py [--steps 1500] [--x64] [--problems a,b] [--seeds 0,1,2]
+                                      [--out FILE.json] [--resume] [--fresh]
 
-For each problem: GD at the problem's documented `lr_hint`, gradient flow and Rod Flow from the
-same initialisation; the run's `metrics.json` (with wall times) goes into one JSON, and a
-summary figure (mean EoS tracking error of each flow per problem) is written beside it.
+For each problem and initialisation seed: GD at the problem's documented `lr_hint`, gradient
+flow and Rod Flow from the same initialisation. Per problem the JSON holds every seed's
+`metrics.json` (`per_seed`, with wall times) and the mean and sample standard deviation of every
+metric over the seeds (`spread`, see `rodflow._metrics.seed_spread`). A seed already recorded
+with the same step size, steps and dtype is kept, so an interrupted command picks up where it
+stopped. A summary figure (mean +- std of each flow's EoS tracking error) is written beside it.
 """
 
 from __future__ import annotations
@@ -27,11 +31,10 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--x64", action="store_true")
     ap.add_argument("--problems", default=None, help="comma-separated subset (default: all real ones)")
+    ap.add_argument("--seeds", default="0", help="comma-separated initialisation seeds (default 0)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/eos_tracking.json"))
     ap.add_argument("--resume", action="store_true",
                     help="continue each problem from its checkpoint (benchmarks/results/eos_tracking/NAME/)")
-    ap.add_argument("--rescore", action="store_true",
-                    help="only recompute the finite-window comparison from the saved series.npz files")
     ap.add_argument("--fresh", action="store_true",
                     help="start a new results file instead of adding these problems to the existing one")
     args = ap.parse_args(argv)
@@ -43,17 +46,10 @@ def main(argv=None):
     import matplotlib.pyplot as plt
 
     import rodflow
-    from rodflow._io import read_series, write_json
+    from rodflow._io import write_json
+    from rodflow._metrics import seed_spread
     from rodflow.problems._registry import options
 
-    if args.rescore:
-        results = json.loads(args.out.read_text())
-        for name, m in results["runs"].items():
-            series = args.out.parent / "eos_tracking" / name / "series.npz"
-            if series.exists():
-                m.update(finite_window(read_series(series), m["eos_onset_step"]))
-        write_json(args.out, results)
-        return
     names = [n for n in rodflow.problems.available()
              if n not in TOYS and "data_dir" not in options(n)]
     if args.problems:
@@ -65,37 +61,67 @@ def main(argv=None):
         # One problem per command on a small machine: keep the others' runs (each records the
         # command that produced it).
         results["runs"].update(json.loads(args.out.read_text()).get("runs", {}))
+    seeds = [int(x) for x in args.seeds.split(",") if x]
     for name in names:
-        problem = rodflow.problems.get(name)
-        t = time.perf_counter()
-        r = rodflow.compare(problem, lr=problem.lr_hint, steps=args.steps, progress=True,
-                            out=args.out.parent / "eos_tracking" / name, resume=args.resume)
-        m = r.metrics
-        m["total_s"] = time.perf_counter() - t
-        m["n_params"] = problem.dim
-        m["command"] = command
-        results["runs"][name] = m
-        f = m["flows"]
-        ratio = (None if f["rod"]["rel_dist_mean_eos"] is None or not f["stable"]["rel_dist_mean_eos"]
-                 else f["rod"]["rel_dist_mean_eos"] / f["stable"]["rel_dist_mean_eos"])
-        m["rod_over_stable_eos"] = ratio
-        m.update(finite_window(r.series, m["eos_onset_step"]))
-        print(f"{name}: onset {m['eos_onset_step']}, rod/stable = {ratio}", flush=True)
-        write_json(args.out, results)  # after every problem: nothing lost if interrupted
+        lr = rodflow.problems.get(name).lr_hint
+        entry = results["runs"].get(name, {})
+        dtype = "float64" if args.x64 else "float32"
+        same = (entry.get("lr"), entry.get("steps"), entry.get("dtype")) == (lr, args.steps, dtype)
+        per_seed = dict(entry.get("per_seed", {})) if same else {}
+        for seed in seeds:
+            if str(seed) in per_seed:
+                print(f"{name} seed {seed}: kept from {args.out}", flush=True)
+                continue
+            problem = rodflow.problems.get(name, seed=seed)
+            t = time.perf_counter()
+            r = rodflow.compare(problem, lr=lr, steps=args.steps, progress=True,
+                                out=args.out.parent / "eos_tracking" / name / f"seed-{seed}",
+                                resume=args.resume, overwrite=not args.resume)
+            m = r.metrics
+            m["total_s"] = time.perf_counter() - t
+            m["n_params"] = problem.dim
+            m["command"] = command
+            f = m["flows"]
+            ratio = (None if f["rod"]["rel_dist_mean_eos"] is None or not f["stable"]["rel_dist_mean_eos"]
+                     else f["rod"]["rel_dist_mean_eos"] / f["stable"]["rel_dist_mean_eos"])
+            m["rod_over_stable_eos"] = ratio
+            m.update(finite_window(r.series, m["eos_onset_step"]))
+            per_seed[str(seed)] = m
+            print(f"{name} seed {seed}: onset {m['eos_onset_step']} ({m['eos_onset_rule']}), "
+                  f"rod/stable = {ratio}", flush=True)
+            results["runs"][name] = _entry(name, lr, args.steps, dtype, per_seed, seed_spread)
+            write_json(args.out, results)  # after every seed: nothing lost if interrupted
 
     names = list(results["runs"])
     fig, ax = plt.subplots(figsize=(1.6 * len(names) + 3, 4))
     xs = range(len(names))
     for off, flow, color in ((-0.2, "stable", "tab:blue"), (0.2, "rod", "tab:red")):
-        vals = [results["runs"][n]["flows"][flow]["rel_dist_mean_eos"] or float("nan") for n in names]
-        ax.bar([x + off for x in xs], vals, width=0.4, color=color, label=flow)
+        st = [results["runs"][n]["spread"][flow]["rel_dist_mean_eos"] for n in names]
+        vals = [s["mean"] if s["mean"] is not None else float("nan") for s in st]
+        ax.bar([x + off for x in xs], vals, width=0.4, color=color, label=flow,
+               yerr=[s["std"] or 0.0 for s in st], capsize=3)
     ax.set_xticks(list(xs), names, rotation=20)
-    ax.set(yscale="log", ylabel="mean tracking error during EoS",
+    positive = any(b.get_height() > 0 for b in ax.patches)
+    ax.set(yscale="log" if positive else "linear",
+           ylabel="mean tracking error during EoS (mean +- std over seeds)",
            title="GD vs flows at each problem's EoS step size")
     ax.legend()
     fig.tight_layout()
     fig.savefig(args.out.with_suffix(".png"), dpi=110)
     print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
+
+
+def _entry(name, lr, steps, dtype, per_seed, seed_spread) -> dict:
+    """One problem's record: every seed's metrics and their spread over seeds."""
+    seeds = sorted(per_seed, key=int)
+    runs = [per_seed[s] for s in seeds]
+    spread = seed_spread([r["flows"] for r in runs])
+    spread["run"] = seed_spread([{"run": {k: r.get(k) for k in (
+        "eos_onset_step", "sharpness_initial", "rod_over_stable_eos", "rod_over_stable_window")}}
+        for r in runs])["run"]
+    return {"problem": name, "lr": lr, "steps": steps, "dtype": dtype, "seeds": [int(s) for s in seeds],
+            "commands": sorted({r["command"] for r in runs}), "n_params": runs[0]["n_params"],
+            "spread": spread, "per_seed": per_seed}
 
 
 def finite_window(series, onset) -> dict:

@@ -90,6 +90,8 @@ def main(argv=None):
     ap.add_argument("--lr", action="append", default=[],
                     help="override NAME=LR; NAME@OPTION=VALUE,... runs the optimiser with those options")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/optimizers.json"))
+    ap.add_argument("--fresh", action="store_true",
+                    help="start a new results file instead of adding these runs to the existing one")
     ap.add_argument("--plot-only", action="store_true", help="redraw the figure and table from --out")
     ap.add_argument("--warm", action="store_true",
                     help="warm start: flows start after the momentum transient (rodflow.transient_steps); "
@@ -113,6 +115,8 @@ def main(argv=None):
         runs[k] = float(v)
     names = args.only.split(",") if args.only else list(runs)
     prev = json.loads(args.out.read_text()) if args.out.exists() else {}
+    if args.fresh:  # the notes (step-size searches) stay; the runs start anew
+        prev["runs"] = {}
     command = "python " + " ".join(sys.argv)
     results = {
         "jax": jax.__version__,
@@ -161,6 +165,8 @@ def main(argv=None):
             "options": m["optimizer_options"],
             "threshold": m["threshold"],
             "eos_onset_step": m["eos_onset_step"],
+            "eos_onset_rule": m["eos_onset_rule"],
+            "sharpness_initial": m["sharpness_initial"],
             "start_step": start_step,
             "total_s": total,
             "discrete_sharpness_mean_eos": fl["discrete"]["sharpness_mean_eos"],
@@ -171,7 +177,11 @@ def main(argv=None):
                 "rel_dist_mean_eos",
                 "rel_dist_max_eos",
                 "rel_dist_mean",
-                "loss_rel_err_mean_eos",
+                "loss_err_eos",
+                "loss_err_smooth_eos",
+                "catapult_lag_steps",
+                "catapult_corr",
+                "catapult_amplitude",
                 "sharpness_mean_eos",
                 "final_loss",
                 "wall_s",

@@ -115,7 +115,8 @@ def sweep(loss: Any, params: Any = None, *, lrs: Sequence[float], seeds: Sequenc
         "device_kind": str(jax.devices()[0].device_kind), "grid_padded_to": len(index),
         "compile_s": sum(t.compile_s for t in run.timers.values()),
         "run_s": sum(t.run_s for t in run.timers.values()), "total_s": total,
-        "runs": [{"lr": lr, "seed": seed, "eos_onset_step": c.metrics["eos_onset_step"],
+        "runs": [{"lr": lr, "seed": seed,
+                  **{k: c.metrics[k] for k in ("eos_onset_step", "eos_onset_rule", "sharpness_initial")},
                   "flows": c.metrics["flows"]} for (lr, seed), c in zip(grid, runs)],
     }
     result = SweepResult(metrics, runs)

@@ -13,7 +13,14 @@ import numpy as np
 
 from . import _io
 from ._maps import AbstractMap
-from ._metrics import discrete_metrics, eos_onset, first_nonfinite, flow_metrics, relative_distance
+from ._metrics import (
+    LOSS_SMOOTH_WINDOW,
+    discrete_metrics,
+    eos_onset_rule,
+    first_nonfinite,
+    flow_metrics,
+    relative_distance,
+)
 from ._problem import Problem
 from ._settings import Settings
 from .flows import AbstractFlow
@@ -113,7 +120,8 @@ def _fmt(v) -> str:
 
 def format_table(metrics: dict) -> str:
     cols = [("rel_dist_mean_eos", "d mean EoS"), ("rel_dist_max_eos", "d max EoS"),
-            ("rel_dist_mean", "d mean"), ("loss_rel_err_mean_eos", "loss err EoS"),
+            ("rel_dist_mean", "d mean"), ("loss_err_eos", "loss err EoS"),
+            ("loss_err_smooth_eos", "smooth err"), ("catapult_lag_steps", "lag steps"),
             ("sharpness_mean_eos", "sharp EoS"), ("final_loss", "final loss"),
             ("wall_s", "wall s"), ("grad_evals", "grad evals")]
     head = f"{'run':<10}" + "".join(f"{h:>14}" for _, h in cols)
@@ -125,8 +133,12 @@ def format_table(metrics: dict) -> str:
             row += f"{'-':>14}" if v is None else (f"{v:>14d}" if isinstance(v, int) else f"{v:>14.4g}")
         lines.append(row)
     onset = metrics.get("eos_onset_step")
+    rule = {"crossing_after_transient": ", after the opening transient above it",
+            "above_from_start": ", above it from the start"}.get(metrics.get("eos_onset_rule"), "")
+    s0 = metrics.get("sharpness_initial")
     lines.append(f"EoS onset (GD sharpness > {metrics['threshold']:.4g}): "
-                 f"{'never' if onset is None else f'step {onset}'}")
+                 f"{'never' if onset is None else f'step {onset}'}{rule}"
+                 + ("" if s0 is None else f"; initial sharpness {s0:.4g}"))
     lines += [f"WARNING: {msg}" for msg in diverged(metrics["flows"])]
     return "\n".join(lines)
 
@@ -179,7 +191,7 @@ def assemble(problem: Problem, opt_map: AbstractMap, lr: float, settings: Settin
         return s
 
     d = run_series("discrete")
-    onset = eos_onset(d["sharpness_step"], d["sharpness"], threshold)
+    onset, rule = eos_onset_rule(d["sharpness_step"], d["sharpness"], threshold)
     series["discrete"] = d
     gd = {**d, "eos_onset_step": onset}
     dm = discrete_metrics(gd, threshold)
@@ -213,6 +225,9 @@ def assemble(problem: Problem, opt_map: AbstractMap, lr: float, settings: Settin
         "threshold": threshold,
         "sharpness_kind": opt_map.sharpness_kind,
         "eos_onset_step": onset,
+        "eos_onset_rule": rule,
+        "sharpness_initial": dm["sharpness_initial"],
+        "loss_smooth_window": LOSS_SMOOTH_WINDOW,
         "start_step": start,
         "sharpness_every": every,
         "device": str(jax.devices()[0]),

@@ -50,13 +50,15 @@ def test_metrics_schema_and_files(tmp_path):
     r = rodflow.compare(rodflow.problems.get("eos-toy"), lr=0.4, steps=200, out=tmp_path)
     data = json.loads((tmp_path / "metrics.json").read_text())
     assert (tmp_path / "compare.png").stat().st_size > 10_000
-    for key in ("problem", "lr", "steps", "dtype", "eos_onset_step", "flows"):
+    for key in ("problem", "lr", "steps", "dtype", "eos_onset_step", "eos_onset_rule",
+                "sharpness_initial", "loss_smooth_window", "flows"):
         assert key in data
     assert set(data["flows"]) == {"discrete", "stable", "rod"}
     for key in ("final_loss", "wall_s", "sharpness_final"):
         assert key in data["flows"]["discrete"]
     for name in ("stable", "rod"):
-        for key in ("rel_dist_mean_eos", "rel_dist_max_eos", "rel_dist_mean", "loss_rel_err_mean_eos",
+        for key in ("rel_dist_mean_eos", "rel_dist_max_eos", "rel_dist_mean", "loss_err_eos",
+                    "loss_err_smooth_eos", "catapult_lag_steps", "catapult_corr", "loss_err",
                     "sharpness_mean_eos", "final_loss", "wall_s", "grad_evals"):
             assert key in data["flows"][name], (name, key)
     # Euler dt 0.5, two gradients per right-hand side, over whole blocks covering steps 0..200

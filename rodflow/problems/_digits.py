@@ -12,6 +12,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from .._problem import Problem
+from ._init import dtype_independent
 from ._registry import register
 from .models import MLP
 
@@ -47,7 +48,9 @@ def mlp_digits(n=500, width=64, depth=2, activation="tanh", seed=0) -> Problem:
     dtype = jnp.asarray(0.0).dtype  # float64 under jax_enable_x64, else float32
     loss = MSELoss(jnp.asarray(x, dtype), jnp.asarray(y, dtype))
 
-    def init(key):
-        return MLP(64, 10, int(width), int(depth), str(activation), key=key, dtype=dtype)
+    def build(key, dt):
+        return MLP(64, 10, int(width), int(depth), str(activation), key=key, dtype=dt)
+
+    init = dtype_independent(build, dtype)
 
     return Problem(loss, init(jr.PRNGKey(int(seed))), "mlp-digits", lr_hint=0.07, init=init)

@@ -14,6 +14,7 @@ import numpy as np
 
 from .._problem import Problem
 from . import _data
+from ._init import dtype_independent
 from ._losses import CrossEntropyLoss, MSELoss, default_dtype
 from ._registry import register
 from .models import CNN, MLP, ResNet, Transformer, ViT
@@ -52,10 +53,10 @@ def cnn_digits(n=256, width=32, hidden=32, activation="gelu", loss="mse", seed=0
     dtype = default_dtype()
     lossf = _classification_loss(loss, x, y, dtype)
 
-    def init(key):
-        return CNN((8, 8, 1), 10, int(width), int(hidden), str(activation), key=key, dtype=dtype)
+    def build(key, dt):
+        return CNN((8, 8, 1), 10, int(width), int(hidden), str(activation), key=key, dtype=dt)
 
-    return _problem("cnn-digits", lossf, init, seed, 0.2)
+    return _problem("cnn-digits", lossf, dtype_independent(build, dtype), seed, 0.2)
 
 
 @register("resnet-digits")
@@ -71,10 +72,10 @@ def resnet_digits(n=256, widths=(8, 16, 32), blocks=1, res_scale=None, activatio
     ws = _tuple(widths, "widths")
     rs = None if res_scale is None else float(res_scale)
 
-    def init(key):
-        return ResNet((8, 8, 1), 10, ws, int(blocks), str(activation), rs, key=key, dtype=dtype)
+    def build(key, dt):
+        return ResNet((8, 8, 1), 10, ws, int(blocks), str(activation), rs, key=key, dtype=dt)
 
-    return _problem("resnet-digits", lossf, init, seed, 0.15)
+    return _problem("resnet-digits", lossf, dtype_independent(build, dtype), seed, 0.15)
 
 
 @register("vit-digits")
@@ -87,11 +88,11 @@ def vit_digits(n=256, patch=2, d=32, layers=2, heads=4, mlp_ratio=2, loss="mse",
     dtype = default_dtype()
     lossf = _classification_loss(loss, x, y, dtype)
 
-    def init(key):
+    def build(key, dt):
         return ViT((8, 8, 1), 10, int(patch), int(d), int(layers), int(heads), int(mlp_ratio),
-                   key=key, dtype=dtype)
+                   key=key, dtype=dt)
 
-    return _problem("vit-digits", lossf, init, seed, 0.02)
+    return _problem("vit-digits", lossf, dtype_independent(build, dtype), seed, 0.02)
 
 
 # -- synthetic ----------------------------------------------------------------------------------
@@ -107,11 +108,11 @@ def transformer_sort(n=256, length=5, vocab=8, d=32, layers=2, heads=4, mlp_rati
     dtype = default_dtype()
     lossf = CrossEntropyLoss(jnp.asarray(inputs), jnp.asarray(targets, dtype), jnp.asarray(mask, dtype))
 
-    def init(key):
+    def build(key, dt):
         return Transformer(int(vocab) + 1, 2 * int(length), int(d), int(layers), int(heads),
-                           int(mlp_ratio), key=key, dtype=dtype)
+                           int(mlp_ratio), key=key, dtype=dt)
 
-    return _problem("transformer-sort", lossf, init, seed, 0.3)
+    return _problem("transformer-sort", lossf, dtype_independent(build, dtype), seed, 0.3)
 
 
 @register("mlp-teacher")
@@ -125,10 +126,10 @@ def mlp_teacher(n=256, d_in=16, d_out=4, teacher_width=32, width=64, depth=2, ac
     dtype = default_dtype()
     lossf = MSELoss(jnp.asarray(x, dtype), jnp.asarray(y, dtype))
 
-    def init(key):
-        return MLP(int(d_in), int(d_out), int(width), int(depth), str(activation), key=key, dtype=dtype)
+    def build(key, dt):
+        return MLP(int(d_in), int(d_out), int(width), int(depth), str(activation), key=key, dtype=dt)
 
-    return _problem("mlp-teacher", lossf, init, seed, 0.38)
+    return _problem("mlp-teacher", lossf, dtype_independent(build, dtype), seed, 0.38)
 
 
 # -- CIFAR-10 (local files) ---------------------------------------------------------------------
@@ -156,10 +157,10 @@ def mlp_cifar10(data_dir=None, n=500, classes=None, width=32, depth=2, activatio
     dtype = default_dtype()
     lossf = _classification_loss(loss, x.reshape(len(x), -1), y, dtype)
 
-    def init(key):
-        return MLP(3072, k, int(width), int(depth), str(activation), key=key, dtype=dtype)
+    def build(key, dt):
+        return MLP(3072, k, int(width), int(depth), str(activation), key=key, dtype=dt)
 
-    return _problem("mlp-cifar10", lossf, init, seed, 0.02)
+    return _problem("mlp-cifar10", lossf, dtype_independent(build, dtype), seed, 0.02)
 
 
 @register("cnn-cifar10")
@@ -172,7 +173,7 @@ def cnn_cifar10(data_dir=None, n=500, classes=None, width=16, hidden=32, activat
     dtype = default_dtype()
     lossf = _classification_loss(loss, x, y, dtype)
 
-    def init(key):
-        return CNN((32, 32, 3), k, int(width), int(hidden), str(activation), key=key, dtype=dtype)
+    def build(key, dt):
+        return CNN((32, 32, 3), k, int(width), int(hidden), str(activation), key=key, dtype=dt)
 
-    return _problem("cnn-cifar10", lossf, init, seed, 0.02)
+    return _problem("cnn-cifar10", lossf, dtype_independent(build, dtype), seed, 0.02)
