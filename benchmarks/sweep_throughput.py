@@ -45,7 +45,8 @@ if cfg["variant"] in ("sweep", "sweep_sharded"):
     runs = r.metrics["runs"]
 elif cfg["variant"] == "single":
     c = rodflow.compare(p, lr=lrs[len(lrs) // 2], **kw)
-    runs = [{"lr": c.lr, "eos_onset_step": c.metrics["eos_onset_step"], "flows": c.metrics["flows"]}]
+    runs = [{"lr": c.lr, "eos_onset_step": c.metrics["eos_onset_step"],
+             "eos_onset_rule": c.metrics["eos_onset_rule"], "flows": c.metrics["flows"]}]
     out.update(compile_s=sum(f["compile_s"] for f in c.metrics["flows"].values()),
                run_s=sum(f["wall_s"] for f in c.metrics["flows"].values()))
 elif cfg["variant"] == "batching":
@@ -83,7 +84,8 @@ else:
     runs, comp, run = [], 0.0, 0.0
     for lr in lrs:
         c = rodflow.compare(p, lr=lr, **kw)
-        runs.append({"lr": lr, "eos_onset_step": c.metrics["eos_onset_step"], "flows": c.metrics["flows"]})
+        runs.append({"lr": lr, "eos_onset_step": c.metrics["eos_onset_step"],
+                     "eos_onset_rule": c.metrics["eos_onset_rule"], "flows": c.metrics["flows"]})
         comp += sum(f["compile_s"] for f in c.metrics["flows"].values())
         run += sum(f["wall_s"] for f in c.metrics["flows"].values())
     out.update(compile_s=comp, run_s=run)
@@ -101,6 +103,7 @@ out["rod_sharpness_over_threshold"] = [
 out["rod_rel_dist_mean_eos"] = [r["flows"]["rod"]["rel_dist_mean_eos"] for r in runs]
 out["lrs"] = [r["lr"] for r in runs]
 out["eos_onset_step"] = [r["eos_onset_step"] for r in runs]
+out["eos_onset_rule"] = [r.get("eos_onset_rule") for r in runs]
 print("RESULT " + json.dumps(out))
 """
 
