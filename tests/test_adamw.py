@@ -173,11 +173,15 @@ def test_momentum_flows_include_the_decay():
 
 def test_every_flow_runs_with_adamw():
     """`stable`, `rod` (both `nu` variants), `stable-momentum` and `rod-momentum` with AdamW on a
-    small network: finite, not diverged, and as close to the discrete run as with Adam (measured
-    mean relative tracking errors: stable 0.096, rod 0.053, rod with smooth nu 0.053, the
-    second-order flows 0.199, which ring less than the discrete run's opening transient;
-    Adam's are within 2% of these). The loss prediction must beat the flat prediction "the loss
-    stays where it started" by a factor of 4.)"""
+    small network, far below the threshold: finite, not diverged, every flow starting on the
+    discrete run's first centre, the first-order rods shrinking (below the threshold a rod cannot
+    grow) and the second-order rod staying on its noise floor, where it is the second-order stable
+    flow; and as close to the discrete run as with Adam (measured mean relative tracking errors:
+    stable 0.157, rod 0.089, rod with smooth nu 0.092, the second-order flows 0.186, which ring
+    less than the discrete run's opening transient; predicted-loss errors `loss_err` 0.049, 0.029,
+    0.030, 0.011; Adam's are within 2% of these; 0.25 is a regression bound on the tracking
+    errors, no stated target applies below the threshold). The loss prediction must beat the flat
+    prediction "the loss stays where it started" by a factor of 4."""
     p = _problem()
     flows = {"stable": StableFlow(), "rod": RodFlow(), "rod-smooth": RodFlow(smooth_nu=True),
              "stable-momentum": MomentumStableFlow(), "rod-momentum": MomentumRodFlow()}
@@ -187,16 +191,31 @@ def test_every_flow_runs_with_adamw():
     assert metrics["optimizer"] == "adamw" and metrics["sharpness_kind"] == "preconditioned"
     assert metrics["threshold"] == pytest.approx(float(m.threshold(3e-3)))
     assert metrics["optimizer_options"]["weight_decay"] == 0.1
+    assert metrics["eos_onset_step"] is None
     d = r.series["discrete"]
     gd_loss = 0.5 * (d["loss"] + d["loss_next"])[1:]
     flat_err = loss_error(np.full_like(gd_loss, gd_loss[0]), gd_loss)
     for name in flows:
         f = metrics["flows"][name]
         assert f["diverged_at"] is None, name
+        assert r.series[name]["dist"][0] < 1e-12, name  # starts on m_0
         assert np.isfinite(r.series[name]["rel_dist"][1:]).all(), name
         assert np.isfinite(r.series[name]["loss"]).all(), name
         assert f["rel_dist_mean"] < 0.25, (name, f["rel_dist_mean"])
         assert f["loss_err"] < flat_err / 4, (name, f["loss_err"], flat_err)
     f = metrics["flows"]
+    for name in ("rod", "rod-smooth"):
+        # the rod starts as GD's first pair and can only shrink below the threshold; it predicts
+        # the loss of GD's pairs better than the stable flow, which starts from their centre
+        assert np.all(np.diff(r.series[name]["rho"]) <= 0), name
+        assert f[name]["loss_err"] < f["stable"]["loss_err"], name
+    # the second-order rod starts on the floor (the momentum starts at rest) and stays there: it
+    # is the second-order stable flow
+    rod, stable = f["rod-momentum"], f["stable-momentum"]
+    assert rod["rel_dist_mean"] == pytest.approx(stable["rel_dist_mean"], rel=1e-3)
+    assert rod["loss_err"] == pytest.approx(stable["loss_err"], rel=1e-3)
+    # The stated target (the issue: the best rod's tracking error at most half the best stable
+    # flow's) is for EoS; on this run below the threshold it is NOT met (measured 0.089 / 0.157
+    # = 0.57), so the bound stays at the old 0.7.
     assert f["rod"]["rel_dist_mean"] < 0.7 * f["stable"]["rel_dist_mean"]
     assert f["rod-smooth"]["rel_dist_mean"] < 0.7 * f["stable"]["rel_dist_mean"]

@@ -183,26 +183,90 @@ def test_threshold_matches_linear_stability(name, frac):
     assert (rho < 1.0) == (frac < 1.0), (rho, frac)
 
 
-def test_gd_optimizer_reproduces_default():
+# eos-toy, written out by hand: L = a/2 (x - x*)^2 + exp(x) y^2 / 2
+A_TOY, XSTAR_TOY = 0.25, 1.8
+
+
+def _toy_loss(p):
+    x, y = p[..., 0], p[..., 1]
+    return 0.5 * A_TOY * (x - XSTAR_TOY) ** 2 + 0.5 * np.exp(x) * y**2
+
+
+def _toy_grad(p):
+    x, y = p
+    return np.array([A_TOY * (x - XSTAR_TOY) + 0.5 * np.exp(x) * y**2, np.exp(x) * y])
+
+
+def _toy_sharpness(p):
+    x, y = p
+    e = np.exp(x)
+    return np.linalg.eigvalsh(np.array([[A_TOY + 0.5 * e * y**2, e * y], [e * y, e]]))[-1]
+
+
+def test_default_optimizer_is_hand_written_gd():
+    """`optimizer=None` runs gradient descent: against `x_{k+1} = x_k - lr grad L(x_k)` in numpy
+    with the toy's gradient and Hessian written out, the discrete run's losses, iterates
+    (snapshots and final), centres' displacements, sharpness (closed-form top eigenvalue of the
+    2x2 Hessian) and EoS onset agree to rounding; the stable flow is gradient flow
+    `dw/dt = -lr grad L(w)` from `m_0` (scipy's DOP853 at rtol 1e-12 as the reference); and the
+    generic optax path (`OptaxMap(optax.sgd)`) gives the same metrics."""
+    from scipy.integrate import solve_ivp
+
+    lr, N = 0.4, 400
     p = rodflow.problems.get("eos-toy")
-    ref = rodflow.compare(p, lr=0.4, steps=400, figure=False)
-    same = rodflow.compare(p, lr=0.4, steps=400, optimizer=GradientDescent(), figure=False)
-    generic = rodflow.compare(p, lr=0.4, steps=400, optimizer=OptaxMap(factory=optax.sgd), figure=False)
+    ref = rodflow.compare(p, lr=lr, steps=N, save_every=10, figure=False)
+    assert ref.metrics["optimizer"] == "gd" and ref.metrics["threshold"] == pytest.approx(2 / lr, rel=1e-15)
+    xs = [np.array([0.0, 0.1])]
+    for _ in range(N + 1):
+        xs.append(xs[-1] - lr * _toy_grad(xs[-1]))
+    xs = np.array(xs)
+    d = ref.series["discrete"]
+    np.testing.assert_allclose(d["loss"], _toy_loss(xs[: N + 1]), rtol=1e-12, atol=0)
+    np.testing.assert_allclose(d["loss_next"], _toy_loss(xs[1 : N + 2]), rtol=1e-12, atol=0)
+    np.testing.assert_allclose(np.asarray(ref.final["discrete"]), xs[N], rtol=0, atol=1e-13)
+    snap_steps, snaps = ref.snapshots["discrete"]
+    np.testing.assert_array_equal(snap_steps, np.arange(0, N + 1, 10))
+    np.testing.assert_allclose(snaps, xs[snap_steps], rtol=0, atol=1e-13)
+    m = 0.5 * (xs[:-1] + xs[1:])  # GD's centres m_k
+    np.testing.assert_allclose(d["disp"], np.linalg.norm(m - m[0], axis=1), rtol=0, atol=1e-13)
+    sharp = np.array([_toy_sharpness(xs[k]) for k in d["sharpness_step"]])
+    np.testing.assert_allclose(d["sharpness"], sharp, rtol=1e-10)
+    onset = int(d["sharpness_step"][np.argmax(sharp > 2 / lr)])
+    assert sharp[0] < 2 / lr and ref.metrics["eos_onset_step"] == onset > 0
+    assert ref.metrics["eos_onset_rule"] == "crossing"
+
+    # the stable flow: gradient flow from m_0, integrated by Tsit5 at rtol 1e-6 / atol 1e-9. The
+    # flow contracts towards (x*, 0), so the global error stays of the order of the local
+    # tolerance times |w| <= 2: 1e-5 allows a factor 5 on that.
+    gf = solve_ivp(lambda t, w: -lr * _toy_grad(w), (0.0, N), m[0], method="DOP853", rtol=1e-12,
+                   atol=1e-14, dense_output=True).sol(np.arange(N + 1)).T
+    s = ref.series["stable"]
+    np.testing.assert_allclose(s["dist"], np.linalg.norm(gf - m, axis=1), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(s["loss"], _toy_loss(gf), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(ref.snapshots["stable"][1], gf[ref.snapshots["stable"][0]], rtol=0, atol=1e-5)
+
+    generic = rodflow.compare(p, lr=lr, steps=N, optimizer=OptaxMap(factory=optax.sgd), figure=False)
+    np.testing.assert_allclose(generic.series["discrete"]["loss"], d["loss"], rtol=1e-12, atol=0)
     for name in ("discrete", "stable", "rod"):
         for key, v in ref.metrics["flows"][name].items():
-            if key in ("wall_s", "compile_s"):
-                continue
-            assert same.metrics["flows"][name][key] == v, (name, key)
-            if isinstance(v, float):
-                assert generic.metrics["flows"][name][key] == pytest.approx(v, rel=1e-8, abs=1e-12)
-    assert ref.metrics["eos_onset_step"] == generic.metrics["eos_onset_step"] is not None
+            if isinstance(v, float) and key not in ("wall_s", "compile_s"):
+                got = generic.metrics["flows"][name][key]
+                assert got == pytest.approx(v, rel=1e-8, abs=1e-12), (name, key)
+    assert generic.metrics["eos_onset_step"] == onset
 
 
 def test_heavy_ball_eos_toy_rod_tracks_better():
     """Heavy ball (beta 0.5, threshold 3/lr = 5) at its edge of stability on the EoS toy.
-    Measured: rod 0.373 vs stable 0.430 (mean EoS tracking error): better, but NOT the factor 2
-    the issue asks for (see benchmarks/results/optimizers.json); the rod's curvature during EoS
-    averages 4.51, 10% below the threshold 5 (for GD on this toy it is within 5%)."""
+
+    The stated target (the issue, README "pass (<= 0.5)") is a rod tracking error during EoS at
+    most half the stable flow's. NOT met here: measured rod 0.373 vs stable 0.430 (ratio 0.87;
+    the second-order flows 0.338 vs 0.430, 0.79; with the warm start K = 14 0.87 and 0.79), so
+    the assertion below stays at the old 0.9 until the flow meets 0.5.
+    The rod's curvature is its estimate of the discrete run's sharpness: during EoS it must match
+    the discrete run's own mean sharpness to the 5% of the threshold that Rod Flow meets for GD
+    (test_compare, test_sweep). The discrete run itself hovers 10% below the threshold here
+    (measured 4.48), so the stated "within 5% of the threshold" fails for the rod (4.51) as it
+    does for heavy ball itself: that assertion stays at the old +-0.75 (15%)."""
     p = rodflow.problems.get("eos-toy")
     flows = {"stable": StableFlow(), "rod": RodFlow(), "rod-smooth": RodFlow(smooth_nu=True)}
     r = rodflow.compare(p, lr=0.6, steps=600, optimizer=HeavyBall(beta=0.5), flows=flows, figure=False)
@@ -210,7 +274,11 @@ def test_heavy_ball_eos_toy_rod_tracks_better():
     assert m["optimizer"] == "heavy-ball" and m["threshold"] == pytest.approx(5.0)
     assert m["optimizer_options"] == {"beta": 0.5}
     assert m["eos_onset_step"] is not None
+    # stated target 0.5 (fails, measured 0.87): kept at 0.9, see the docstring
     assert m["flows"]["rod"]["rel_dist_mean_eos"] < 0.9 * m["flows"]["stable"]["rel_dist_mean_eos"]
+    gd_sharpness = m["flows"]["discrete"]["sharpness_mean_eos"]
+    assert abs(m["flows"]["rod"]["sharpness_mean_eos"] - gd_sharpness) < 0.05 * m["threshold"]
+    # stated target: within 5% of the threshold (fails, measured 4.51): kept at 15%
     assert abs(m["flows"]["rod"]["sharpness_mean_eos"] - 5.0) < 0.75
     # no second moment: the smooth-nu option changes nothing
     assert m["flows"]["rod-smooth"]["rel_dist_mean_eos"] == pytest.approx(
@@ -219,21 +287,67 @@ def test_heavy_ball_eos_toy_rod_tracks_better():
 
 
 def test_adam_compare_runs_with_both_rod_variants():
-    p = _problem()
+    """Adam (optax defaults) on a small network, far below its threshold, with the rod on all of
+    `z` and both smooth-`nu` variants. Checked against what holds whatever the numbers:
+
+    - the discrete run is `optax.adam` itself (iterates and losses, run here by hand);
+    - every flow starts on GD's first centre `m_0`; the rod's predicted loss there is the mean of
+      GD's first two losses (its ends are `x_0` and `x_1`), the stable flow's is `L(m_0)`;
+    - below the threshold the rod cannot grow (`d log rho/dt = 2 (kappa/threshold - 1) < 0`): its
+      length never increases, and it shrinks (by about 10x a step here) until it reaches the noise
+      floor `eps |c|` (`c` the rod's centre in `z`, whose norm is at most the largest `|z_k|`
+      within the tracking error), where it is held;
+    - the rod models GD's first steps' oscillation, which the stable flow averages away, so every
+      rod tracks the discrete run better than the stable flow; once the rod is on the floor its
+      ends coincide, the three rod variants follow the same equation, and they track alike
+      (README: within 10%)."""
+    p, lr, N = _problem(), 3e-3, 60
     flows = {
         "stable": StableFlow(),
         "rod": RodFlow(),
         "rod-smooth": RodFlow(smooth_nu=True),
         "rod-centre": RodFlow(smooth_nu=True, nu_at="centre"),
     }
-    r = rodflow.compare(p, lr=3e-3, steps=60, optimizer=Adam(), flows=flows, figure=False)
+    r = rodflow.compare(p, lr=lr, steps=N, optimizer=Adam(), flows=flows, figure=False)
     m = r.metrics
-    assert m["sharpness_kind"] == "preconditioned" and m["threshold"] == pytest.approx(3.8 / 3e-3 / 0.1)
+    thr = 3.8 / lr / 0.1  # (1 + beta1)/(1 - beta1) * 2/lr
+    assert m["sharpness_kind"] == "preconditioned" and m["threshold"] == pytest.approx(thr)
+
+    # the discrete run is optax.adam
+    opt = optax.adam(lr)
+    step = jax.jit(lambda x, st: opt.update(jax.grad(p.loss_flat)(x), st, x))
+    x, st = p.x0, opt.init(p.x0)
+    xs, z_norms = [x], []
+    for _ in range(N + 1):
+        upd, st = step(x, st)
+        x = optax.apply_updates(x, upd)
+        xs.append(x)
+        z_norms.append(float(jnp.linalg.norm(Adam().pack(p, x, st))))
+    losses = np.array([float(p.loss_flat(x)) for x in xs])
+    np.testing.assert_allclose(r.series["discrete"]["loss"], losses[: N + 1], rtol=1e-12)
+    np.testing.assert_allclose(p.ravel(r.final["discrete"]), xs[N], rtol=0, atol=1e-12)
+    # far below the threshold: no EoS
+    assert np.nanmax(r.series["discrete"]["sharpness"]) < 0.2 * thr and m["eos_onset_step"] is None
+
+    L_m0 = float(p.loss_flat(0.5 * (xs[0] + xs[1])))
+    eps = np.finfo(np.float64).eps
     for name in flows:
-        assert m["flows"][name]["diverged_at"] is None, name
-        assert np.isfinite(r.series[name]["rel_dist"][1:]).all()
-        assert np.asarray(r.final[name]).shape == (p.dim,) or r.final[name] is not None
-    args = FlowArgs(p, jnp.asarray(3e-3), Adam())
+        s, f = r.series[name], m["flows"][name]
+        assert f["diverged_at"] is None, name
+        assert p.ravel(r.final[name]).shape == (p.dim,)  # the network's own pytree
+        assert s["dist"][0] < 1e-12, (name, s["dist"][0])
+        assert s["loss"][0] == pytest.approx(0.5 * (losses[0] + losses[1]) if name != "stable" else L_m0,
+                                             rel=1e-12), name
+        if name == "stable":
+            continue
+        rho = s["rho"]
+        assert np.all(np.diff(rho) <= 0), name
+        # on the floor (entered within one Euler step of it): held, the last half of the run
+        assert rho[-1] <= eps * max(z_norms) and np.all(rho[N // 2 :] == rho[-1]), (name, rho[-1])
+        assert f["rel_dist_mean"] < m["flows"]["stable"]["rel_dist_mean"], name
+        assert f["rel_dist_mean"] == pytest.approx(m["flows"]["rod"]["rel_dist_mean"], rel=0.1), name
+
+    args = FlowArgs(p, jnp.asarray(lr), Adam())
     y = RodFlow(smooth_nu=True).init(p.x0, args)
     assert y.centre.shape == (2 * p.dim,) and y.nu.shape == (p.dim,)
     # the centre is the whole joint state again, nu last
