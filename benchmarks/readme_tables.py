@@ -1,0 +1,93 @@
+"""The README's result tables, printed from the committed JSON files (so every number in them
+traces to a field of a file that records its command).
+
+    python benchmarks/readme_tables.py [--which eos_tracking,flows_cost_accuracy] [--write README.md]
+
+With `--write`, each table replaces the lines between `<!-- table:NAME -->` and
+`<!-- /table:NAME -->` in that file.
+
+Each cell is `mean +- std` over the initialisation seeds at which GD reached EoS within the run
+(sample standard deviation; one value without `+-` when only one seed did).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def _pm(s, digits=3) -> str:
+    if s is None or s.get("mean") is None:
+        return "-"
+    mean, std = s["mean"], s["std"]
+    if s["n"] == 1:
+        return f"{mean:.{digits}g}"
+    return f"{mean:.{digits}g} +- {std:.2g}"
+
+
+def eos_tracking() -> str:
+    d = json.loads((RESULTS / "eos_tracking.json").read_text())
+    rows = ["| problem (dtype, steps) | params | lr | seeds at EoS | EoS onset | stable d (EoS) | "
+            "rod d (EoS) | rod / stable | stable loss err (EoS) | rod loss err (EoS) | "
+            "rod smoothed loss err | rod catapult lag (steps) |", "|" + "---|" * 12]
+    for name, e in d["runs"].items():
+        sp = sp_st = e["spread"]
+        st, rod, run = sp_st["stable"], sp["rod"], sp["run"]
+        rows.append(
+            f"| {name} (f{e['dtype'][5:]}, {e['steps']}) | {e['n_params']} | {e['lr']:g} | "
+            f"{run['eos_onset_step']['n']} of {len(e['seeds'])} | {_pm(run['eos_onset_step'])} | "
+            f"{_pm(st['rel_dist_mean_eos'])} | {_pm(rod['rel_dist_mean_eos'])} | "
+            f"{_pm(run['rod_over_stable_eos'], 2)} | {_pm(st['loss_err_eos'])} | "
+            f"{_pm(rod['loss_err_eos'])} | {_pm(rod['loss_err_smooth_eos'])} | "
+            f"{_pm(rod['catapult_lag_steps'])} |")
+    return "\n".join(rows)
+
+
+def flows_cost_accuracy() -> str:
+    d = json.loads((RESULTS / "flows_cost_accuracy.json").read_text())
+    rows = ["| problem (params, dtype, steps) | seeds at EoS | EoS onset | stable d | central d | rod d | "
+            "rod, Taylor d | rod / central (d) | central loss err | rod loss err | central ms | rod ms | "
+            "rod / central (wall) |", "|" + "---|" * 13]
+    for name, e in d["problems"].items():
+        sp = e["spread"]
+        ms = {f: (None if sp[f]["wall_s_per_unit_time"]["mean"] is None else
+                  {**sp[f]["wall_s_per_unit_time"],
+                   "mean": 1e3 * sp[f]["wall_s_per_unit_time"]["mean"],
+                   "std": 1e3 * sp[f]["wall_s_per_unit_time"]["std"]}) for f in ("central", "rod")}
+        rows.append(
+            f"| {name} ({e['dim']}, f{e['dtype'][5:]}, {e['steps']}) | "
+            f"{sp['run']['eos_onset_step']['n']} of {len(e['seeds'])} | {_pm(sp['run']['eos_onset_step'])} | "
+            + " | ".join(_pm(sp[f]["rel_dist_mean_eos"]) for f in ("stable", "central", "rod", "rod_taylor"))
+            + f" | {_pm(sp['checks'].get('rod_over_central_rel_dist'), 2)} | "
+            f"{_pm(sp['central']['loss_err_eos'])} | {_pm(sp['rod']['loss_err_eos'])} | "
+            f"{_pm(ms['central'])} | {_pm(ms['rod'])} | "
+            f"{_pm(sp['checks'].get('rod_over_central_wall'), 2)} |")
+    return "\n".join(rows)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--which", default="eos_tracking,flows_cost_accuracy")
+    ap.add_argument("--write", type=Path, default=None, help="replace the marked tables in this file")
+    args = ap.parse_args(argv)
+    tables = {name: globals()[name]() for name in args.which.split(",")}
+    if args.write is None:
+        for name, table in tables.items():
+            print(f"### {name}\n\n{table}\n")
+        return
+    text = args.write.read_text()
+    for name, table in tables.items():
+        start, end = f"<!-- table:{name} -->", f"<!-- /table:{name} -->"
+        if start not in text or end not in text:
+            raise SystemExit(f"{args.write} has no `{start}` ... `{end}` markers.")
+        a, b = text.index(start) + len(start), text.index(end)
+        text = text[:a] + "\n" + table + "\n" + text[b:]
+    args.write.write_text(text)
+    print(f"wrote {', '.join(tables)} into {args.write}")
+
+
+if __name__ == "__main__":
+    main()
