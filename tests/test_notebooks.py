@@ -10,7 +10,10 @@ from nbclient import NotebookClient
 NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+# the quickstart runs in the default suite; the two network notebooks (about 50 s each on a loaded
+# 2-core CPU) with -m slow
+@pytest.mark.parametrize("path", [p if p.name.startswith("01_") else pytest.param(p, marks=pytest.mark.slow)
+                                  for p in NOTEBOOKS], ids=[p.name for p in NOTEBOOKS])
 def test_notebook_runs(path, monkeypatch):
     nb = nbformat.read(path, as_version=4)
     # saved without outputs

@@ -179,6 +179,9 @@ def test_ctrl_c_says_what_was_saved_and_how_to_resume(tmp_path):
     assert json.loads((out / "metrics.json").read_text())["steps"] == 3000
 
 
+# slow: test_cli's sweep kill-and-resume and test_compare's interrupted-resume test cover the same
+# path in the default suite; these loops kill repeatedly
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["compare", "sweep"])
 def test_killed_and_resumed_runs_equal_an_uninterrupted_run(tmp_path, kind):
     """Kill a run at random points (SIGINT and SIGKILL, several times, bounded in time), resume it

@@ -59,12 +59,15 @@ def test_exact_rod_map_reproduces_gd_pairs(name, lr):
         c = 0.5 * (xs[k] + xs[k + 1])
         r = 0.5 * (xs[k + 1] - xs[k])
         c1, r1 = rod_map(args.delta, c, r)
-        np.testing.assert_allclose(c1, 0.5 * (xs[k + 1] + xs[k + 2]), atol=1e-12)
+        # an identity up to rounding, which scales with the iterates (GD at lr 0.5 on the MLP
+        # is unstable: they grow to ~1e3 within these steps)
+        tol = 1e-12 * max(1.0, float(np.max(np.abs(np.asarray(xs[k: k + 3])))))
+        np.testing.assert_allclose(c1, 0.5 * (xs[k + 1] + xs[k + 2]), atol=tol)
         # r' = -(x_{k+2} - x_{k+1})/2: the sign flips each step (r is defined up to sign).
-        np.testing.assert_allclose(-r1, 0.5 * (xs[k + 2] - xs[k + 1]), atol=1e-12)
+        np.testing.assert_allclose(-r1, 0.5 * (xs[k + 2] - xs[k + 1]), atol=tol)
         # ... and the ends of the new rod are GD's next pair.
-        np.testing.assert_allclose(c1 + r1, xs[k + 1], atol=1e-12)
-        np.testing.assert_allclose(c1 - r1, xs[k + 2], atol=1e-12)
+        np.testing.assert_allclose(c1 + r1, xs[k + 1], atol=tol)
+        np.testing.assert_allclose(c1 - r1, xs[k + 2], atol=tol)
 
 
 def test_polar_vector_field_equals_cartesian():

@@ -53,9 +53,13 @@ def test_top_eigenpairs_match_eigh(mlp, method, k):
 def test_warm_start_converges_in_few_iterations(mlp):
     p, x, eigs = mlp
     U0 = initial_vectors(x.shape[0], 1, x.dtype)
-    _, U = top_eigenpairs(p.loss_flat, x, U0, method="lobpcg", max_iters=200)
+    cold, U = top_eigenpairs(p.loss_flat, x, U0, method="lobpcg", max_iters=200)
     vals, _ = top_eigenpairs(p.loss_flat, x, U, method="lobpcg", max_iters=3)
-    np.testing.assert_allclose(vals[0], eigs[0], rtol=1e-8)
+    # LOBPCG stops once the residual |Hv - lam v| < rtol (|lam| + |Hv|) ~ 2 rtol lam (rtol 1e-4,
+    # the default); a Rayleigh quotient is then off by at most |residual|^2 / gap.
+    bound = (2e-4 * eigs[0]) ** 2 / (eigs[0] - eigs[1])
+    assert abs(float(cold[0]) - eigs[0]) <= bound
+    assert abs(float(vals[0]) - eigs[0]) <= bound  # 3 warm-started iterations are as good
 
 
 def test_bad_method_and_k():
