@@ -47,7 +47,6 @@ def main(argv=None):
 
     import rodflow
     from rodflow._io import write_json
-    from rodflow._metrics import seed_spread
     from rodflow.problems._registry import options
 
     names = [n for n in rodflow.problems.available()
@@ -89,7 +88,7 @@ def main(argv=None):
             per_seed[str(seed)] = m
             print(f"{name} seed {seed}: onset {m['eos_onset_step']} ({m['eos_onset_rule']}), "
                   f"rod/stable = {ratio}", flush=True)
-            results["runs"][name] = _entry(name, lr, args.steps, dtype, per_seed, seed_spread)
+            results["runs"][name] = _entry(name, lr, args.steps, dtype, per_seed)
             write_json(args.out, results)  # after every seed: nothing lost if interrupted
 
     names = list(results["runs"])
@@ -111,8 +110,10 @@ def main(argv=None):
     print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
 
 
-def _entry(name, lr, steps, dtype, per_seed, seed_spread) -> dict:
+def _entry(name, lr, steps, dtype, per_seed) -> dict:
     """One problem's record: every seed's metrics and their spread over seeds."""
+    from rodflow._metrics import seed_spread
+
     seeds = sorted(per_seed, key=int)
     runs = [per_seed[s] for s in seeds]
     spread = seed_spread([r["flows"] for r in runs])

@@ -99,11 +99,6 @@ def eos_onset_rule(sharp_steps: np.ndarray, sharpness: np.ndarray,
     return int(steps[below[0] + after[0]]), "crossing_after_transient"
 
 
-def eos_onset(sharp_steps: np.ndarray, sharpness: np.ndarray, threshold: float) -> int | None:
-    """The onset step of [`eos_onset_rule`][]."""
-    return eos_onset_rule(sharp_steps, sharpness, threshold)[0]
-
-
 def relative_distance(dist: np.ndarray, disp: np.ndarray) -> np.ndarray:
     """`d(t) = |c(t) - m_t| / |m_t - m_0|`; undefined (nan) where GD has not moved yet."""
     dist, disp = np.asarray(dist, float), np.asarray(disp, float)
