@@ -16,7 +16,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from . import _io
-from ._engine import CHECKPOINT_FORMAT, check_eig, run_grid
+from ._engine import CHECKPOINT_FORMAT, check_eig, opening_catapult, run_grid
 from ._maps import AbstractMap, GradientDescent, transient_steps
 from ._problem import Problem, as_problem
 from ._registry import DEFAULT_FLOWS, check_supported, resolve_flows
@@ -50,13 +50,16 @@ def compare(loss: Any, params: Any = None, *, lr: float, flows: Flows = DEFAULT_
     problem = as_problem(loss, params)
     check_positive("lr", lr)
     settings = Settings.from_options(settings, options)
-    flows_, opt_map, start = _prepare(problem, flows, optimizer, settings)
+    flows_, opt_map = _prepare(problem, flows, optimizer, settings)
     x0 = problem.x0
+    start, auto = _start_step(problem, opt_map, settings, [(float(lr), x0)])
     config = _config(problem, opt_map, flows_, settings, start, [x0], lr=float(lr))
     run = run_grid(problem, opt_map, flows_, jnp.asarray([lr], x0.dtype), x0[None], settings, start,
                    config=config, desc=f"{problem.name} lr={lr:g}")
     timings = {k: (t.run_s, t.compile_s) for k, t in run.timers.items()}
     result = assemble(problem, opt_map, float(lr), settings, start, flows_, run, 0, timings, x0.dtype)
+    if auto is not None:
+        result.metrics["start_step_auto"] = auto
     if settings.out is not None:
         result.save(settings.out, figure=settings.figure)
     return result
@@ -88,9 +91,11 @@ def sweep(loss: Any, params: Any = None, *, lrs: Sequence[float], seeds: Sequenc
     for v in lrs:
         check_positive("lrs", v)
     settings = Settings.from_options(settings, options)
-    flows_, opt_map, start = _prepare(problem, flows, optimizer, settings)
+    flows_, opt_map = _prepare(problem, flows, optimizer, settings)
     seed_list, x0s = _initial_points(problem, seeds)
     grid = [(lr, s) for s in seed_list for lr in lrs]
+    start, auto = _start_step(problem, opt_map, settings,
+                              [(lr, x0s[i // len(lrs)]) for i, (lr, _) in enumerate(grid)])
     n_dev = len(jax.devices()) if devices is None else int(devices)
     if not 1 <= n_dev <= len(jax.devices()):
         raise ValueError(f"`devices` must be between 1 and {len(jax.devices())}, got {devices}.")
@@ -115,6 +120,7 @@ def sweep(loss: Any, params: Any = None, *, lrs: Sequence[float], seeds: Sequenc
         "device_kind": str(jax.devices()[0].device_kind), "grid_padded_to": len(index),
         "compile_s": sum(t.compile_s for t in run.timers.values()),
         "run_s": sum(t.run_s for t in run.timers.values()), "total_s": total,
+        **({} if auto is None else {"start_step_auto": auto}),
         "runs": [{"lr": lr, "seed": seed,
                   **{k: c.metrics[k] for k in ("eos_onset_step", "eos_onset_rule", "sharpness_initial")},
                   "flows": c.metrics["flows"]} for (lr, seed), c in zip(grid, runs)],
@@ -136,10 +142,28 @@ def _prepare(problem: Problem, flows: Flows, optimizer, settings: Settings):
     if not isinstance(opt_map, AbstractMap):
         raise ValueError(f"`optimizer` must be a rodflow map (e.g. rodflow.Adam()), got {opt_map!r}.")
     check_supported(flows_, opt_map)
-    start = transient_steps(opt_map) if settings.start_step == "auto" else int(settings.start_step)
+    if settings.start_step == "auto" and transient_steps(opt_map) >= settings.steps:
+        raise ValueError(f"`start_step` resolved to {transient_steps(opt_map)}, which is not below `steps` "
+                         f"({settings.steps}).")
+    return flows_, opt_map
+
+
+def _start_step(problem: Problem, opt_map: AbstractMap, settings: Settings,
+                points) -> tuple[int, dict | None]:
+    """The warm-start step and, for `start_step="auto"`, how it was chosen: after the momentum
+    transient ([`rodflow.transient_steps`][]) and after a catapult from initialisation (the first
+    measured step with the sharpness back at or below the threshold, for every grid point
+    `(lr, x0)` of `points`; the latest of them for a sweep)."""
+    if settings.start_step != "auto":
+        return int(settings.start_step), None
+    momentum = transient_steps(opt_map)
+    ends = [opening_catapult(problem, opt_map, lr, x0, settings) for lr, x0 in points]
+    catapult = max((e for e in ends if e is not None), default=0)
+    start = max(momentum, catapult)
     if start >= settings.steps:
         raise ValueError(f"`start_step` resolved to {start}, which is not below `steps` ({settings.steps}).")
-    return flows_, opt_map, start
+    return start, {"momentum_transient": momentum, "opening_catapult_end": ends if len(ends) > 1 else ends[0],
+                   "start_step": start}
 
 
 def _initial_points(problem: Problem, seeds):

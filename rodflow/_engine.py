@@ -11,6 +11,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from . import _io
 from ._chunks import grid_discrete_chunk, grid_discrete_init, grid_flow_chunk, grid_flow_init, grid_warm_state
@@ -154,3 +155,50 @@ def _progress(settings: Settings, desc: str, n_runs: int, done: int):
 def _all_diverged(records) -> bool:
     """True when every run at every grid point has a non-finite loss."""
     return not any(np.isfinite(np.asarray(recs[-1]["loss"])[..., -1]).any() for recs in records.values())
+
+
+def opening_catapult(problem: Problem, opt_map: AbstractMap, lr: float, x0, settings: Settings) -> int | None:
+    """The end of a catapult from initialisation: the first measured step (a multiple of
+    `settings.sharpness_every`, as in the discrete run) at which the optimiser's effective
+    sharpness is at or below its threshold, for a run that starts above it. `0` when the run
+    starts at or below the threshold, `None` when the sharpness does not come back within the
+    first half of the run.
+
+    One map step multiplies an oscillation along a direction of curvature `lambda` by
+    `|lr lambda - 1|`; at initialisation `lr lambda` can be several times the threshold, and GD
+    catapults (the oscillation grows by a factor up to ~3 per step, the loss spikes, the iterate
+    moves to a flatter region within a few steps). No smooth flow follows that step by step:
+    `start_step="auto"` starts the flows after it. The discrete optimiser is advanced by its own
+    optax update (as in the run) and measured by the same eigensolver settings.
+    """
+    every = settings.sharpness_every
+    opt = opt_map.optimizer(lr)
+    threshold = float(opt_map.threshold(lr))
+    lr_ = jnp.asarray(lr, x0.dtype)
+
+    @jax.jit
+    def measure(x, opt_state, U, k):
+        vals, U = opt_map.sharpness(problem, opt_map.pack(problem, x, opt_state), lr_, U,
+                                    jnp.asarray(k, x.dtype), method=settings.eig_method,
+                                    max_iters=settings.eig_iters)
+        return vals[0], U
+
+    @jax.jit
+    def advance(x, opt_state):
+        def step(_, state):
+            x, s = state
+            updates, s = opt.update(jax.grad(problem.loss_flat)(x), s, x)
+            return optax.apply_updates(x, updates), s
+        return jax.lax.fori_loop(0, every, step, (x, opt_state))
+
+    x, opt_state = x0, opt.init(x0)
+    U = initial_vectors(problem.dim, settings.top_k, x0.dtype)
+    for k in range(0, settings.steps // 2 + 1, every):
+        if k:
+            x, opt_state = advance(x, opt_state)
+        S, U = measure(x, opt_state, U, k)
+        if not np.isfinite(float(S)):
+            return None
+        if float(S) <= threshold:
+            return k
+    return None

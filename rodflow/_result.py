@@ -139,6 +139,18 @@ def format_table(metrics: dict) -> str:
     lines.append(f"EoS onset (GD sharpness > {metrics['threshold']:.4g}): "
                  f"{'never' if onset is None else f'step {onset}'}{rule}"
                  + ("" if s0 is None else f"; initial sharpness {s0:.4g}"))
+    start, auto = metrics.get("start_step", 0), metrics.get("start_step_auto")
+    if auto is not None:
+        end = auto["opening_catapult_end"]
+        lines.append(f"Flows start at step {start} (start_step auto: momentum transient "
+                     f"{auto['momentum_transient']} steps; catapult from initialisation "
+                     + ("none" if end == 0 else "does not settle" if end is None
+                        else f"settled by step {end}")
+                     + ")")
+    elif s0 is not None and s0 > metrics["threshold"] and not start:
+        lines.append("Note: the run starts above the threshold (a catapult from initialisation, which no "
+                     "flow follows step by step); start_step='auto' (--start-step auto) starts the "
+                     "flows after it.")
     lines += [f"WARNING: {msg}" for msg in diverged(metrics["flows"])]
     return "\n".join(lines)
 

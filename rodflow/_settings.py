@@ -58,8 +58,13 @@ class Settings:
       run's state there (`(z_K + z_{K+1})/2` and its step, as at step 0), and are measured from
       `K` on (their series are nan before it). Use it to leave out an opening transient that no
       flow models: heavy ball and Adam started at rest ring (complex eigenvalues of modulus
-      `sqrt(beta)`) for about `2 ln(100)/ln(1/beta)` steps (88 for `beta = 0.9`). `"auto"` uses
-      [`rodflow.transient_steps`][] of the optimiser. Default 0: every flow starts at step 0.
+      `sqrt(beta)`) for about `2 ln(100)/ln(1/beta)` steps (88 for `beta = 0.9`), and a run whose
+      sharpness starts above the threshold catapults (the oscillation grows by `|lr lambda - 1|`
+      per step, up to ~3x at four times the threshold) and settles within a few tens of steps.
+      `"auto"` starts the flows after both: [`rodflow.transient_steps`][] of the optimiser, and
+      the first measured step (every `sharpness_every`) at which the sharpness is back at or
+      below the threshold (the latest over a sweep's grid); `metrics["start_step_auto"]` records
+      both. Default 0: every flow starts at step 0.
     - `out`: directory for the results (`metrics.json` / `sweep.json`, `series.npz`, the figure)
       and the checkpoint; `None` writes nothing.
     - `resume`: continue from `out/checkpoint.npz` if it exists (same settings required).
@@ -80,7 +85,8 @@ class Settings:
                                                metadata=_help("keep parameter snapshots every K steps"))
     start_step: int | Literal["auto"] = dataclasses.field(
         default=0, metadata=_help("warm start: the flows start at this step from the discrete run's state; "
-                                  "'auto' = after the momentum transient (rodflow.transient_steps)"))
+                                  "'auto' = after the momentum transient and after a catapult from "
+                                  "initialisation"))
     out: str | Path | None = dataclasses.field(default=None, metadata=_help("output directory"))
     resume: bool = dataclasses.field(default=False, metadata=_help("continue from OUT/checkpoint.npz"))
     overwrite: bool = dataclasses.field(default=False, metadata=_help("replace the run already in OUT"))

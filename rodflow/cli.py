@@ -46,8 +46,12 @@ def _argument(hint, default, help_text: str) -> dict | None:
     if hint is bool or args == {bool}:
         return dict(action=argparse.BooleanOptionalAction, help=help_text)
     if typing.get_origin(hint) is typing.Literal:
-        return dict(choices=typing.get_args(hint), help=help_text)
-    if isinstance(default, diffrax.AbstractSolver) or hint is diffrax.AbstractSolver:
+        choices = typing.get_args(hint)
+        if all(isinstance(c, int) and not isinstance(c, bool) for c in choices):
+            return dict(type=int, choices=choices, help=help_text)
+        return dict(choices=choices, help=help_text)
+    if (isinstance(default, diffrax.AbstractSolver) or hint is diffrax.AbstractSolver
+            or args == {diffrax.AbstractSolver}):
         return dict(choices=tuple(SOLVERS), help=help_text)
     for kind in (int, float, str):
         if hint is kind or args == {kind} or (kind is float and args == {float, int}):
@@ -120,7 +124,7 @@ def _settings(args, out: Path):
 
 
 def _flows(args) -> list:
-    from ._registry import FLOWS, make_flow, resolve_flows
+    from ._registry import make_flow, resolve_flows
 
     names = [f for f in args.flows.split(",") if f]
     if not names:
@@ -132,7 +136,7 @@ def _flows(args) -> list:
         if fname not in names:
             raise ValueError(f"`--{fname}-{name.replace('_', '-')}` configures the flow {fname!r}, which is "
                              f"not in `--flows` ({args.flows}).")
-        solver = isinstance(_default(FLOWS[fname].__dataclass_fields__[name]), diffrax.AbstractSolver)
+        solver = name == "solver"
         per_flow.setdefault(fname, {})[name] = SOLVERS[value]() if solver else value
     return [make_flow(n, **per_flow.get(n, {})) for n in names if n != "discrete"]
 

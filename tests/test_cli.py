@@ -127,3 +127,19 @@ def test_sweep_cli_killed_and_resumed_matches_uninterrupted(tmp_path):
                     compared += 1
     # lr 0.4 has an EoS phase (2/lr = 5 < exp(1.8)): its EoS metrics are numbers, not None
     assert b["runs"][1]["eos_onset_step"] is not None and compared >= 10, compared
+
+
+def test_rod_order_option_reaches_the_flow(tmp_path):
+    # `--rod-order 2 --rod-solver heun --rod-dt 1`: the second-order rod with fixed Heun steps, 2
+    # evaluations of 4 gradients per step; `--rod-order 3` is refused by the parser (exit 2, one line)
+    code = main(["compare", "--problem", "eos-toy", "--lr", "0.4", "--steps", "100", "--x64",
+                 "--flows", "discrete,rod", "--rod-order", "2", "--rod-solver", "heun", "--rod-dt", "1",
+                 "--no-progress", "--no-figure",
+                 "--out", str(tmp_path)])
+    assert code == 0
+    rod = json.loads((tmp_path / "metrics.json").read_text())["flows"]["rod"]
+    assert rod["grad_evals"] == 4 * rod["rhs_evals"] and rod["rhs_evals"] >= 2 * 100
+    assert rod["rel_dist_mean_eos"] is not None and rod["diverged_at"] is None
+    proc = _run("compare", "--problem", "eos-toy", "--lr", "0.4", "--steps", "5", "--rod-order", "3")
+    assert proc.returncode == 2 and "--rod-order" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1

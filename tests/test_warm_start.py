@@ -109,3 +109,34 @@ def test_cli_start_step_bad_value_one_line(capsys):
     assert code == 2
     assert "`--start-step` must be a step number or 'auto'" in capsys.readouterr().err
 
+
+
+@pytest.mark.parametrize("x0,above", [("2.2,0.05", True), ("2.6,0.01", True), ("1.0,0.1", False)])
+def test_auto_start_after_a_catapult_from_initialisation(x0, above):
+    # eos-toy (sharpness exp(x)) started above the threshold 2/lr = 5: GD's y-oscillation grows by
+    # |lr e^x - 1| per step, pushes x down and settles. `start_step="auto"` starts the flows at the
+    # first measured step with GD's sharpness back at or below the threshold, the same step the
+    # discrete run's own series shows; a run that starts below it starts at 0.
+    p = rodflow.problems.get("eos-toy", x0=x0)
+    base = rodflow.compare(p, lr=0.4, steps=200, sharpness_every=5, flows=("rod",), figure=False)
+    S, steps = base.series["discrete"]["sharpness"], base.series["discrete"]["sharpness_step"]
+    expected = int(next(k for k, s in zip(steps, S) if s <= 5.0))
+    assert (S[0] > 5.0) == above and (expected > 0) == above
+    r = rodflow.compare(p, lr=0.4, steps=200, sharpness_every=5, flows=("rod",), figure=False,
+                        start_step="auto")
+    assert r.metrics["start_step"] == expected
+    assert r.metrics["start_step_auto"] == {"momentum_transient": 0, "opening_catapult_end": expected,
+                                            "start_step": expected}
+    rod_d = r.series["rod"]["rel_dist"]
+    assert np.all(np.isnan(rod_d[:expected])) and np.all(np.isfinite(rod_d[expected + 1:]))
+    note = "starts above the threshold" in base.table()
+    assert note == above and f"Flows start at step {expected} (start_step auto" in r.table()
+
+
+def test_auto_start_when_the_catapult_never_settles():
+    # a quadratic with lr * lambda_max = 6 > 2 diverges: no settled step, the flows start at 0
+    p = rodflow.problems.get("quadratic")
+    r = rodflow.compare(p, lr=0.2, steps=50, sharpness_every=5, flows=("stable",), figure=False,
+                        start_step="auto")
+    assert r.metrics["start_step"] == 0 and r.metrics["start_step_auto"]["opening_catapult_end"] is None
+    assert "does not settle" in r.table()

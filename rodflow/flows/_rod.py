@@ -66,16 +66,43 @@ class RodFlow(AbstractRodFlow):
     mean of the ends' `nu` updates (`nu_at="ends"`, which keeps the oscillation's `g^2`) or the
     update at the centre (`nu_at="centre"`, one more gradient). Any map: `requires = ()`.
 
+    **Second order (`order=2`).** The equations above are the first-order truncation of the rod
+    map. One exact step multiplies the rod's length by `|v + M|` (`|eta kappa - 1|` on a
+    quadratic, along the top eigenvector), and `ds/dt = -2 - q` is its logarithm linearised at
+    `q = -2`; and the time-1 map of any flow `dy/dt = f(y)` is `y + f + (1/2) f'f + O(f^3)`, whose
+    middle term one map step does not have. With `g = (A, G, dnu)` the exact one-step increments of
+    the centre, of `s` (`G = log|v + M|`) and of `nu`, the flow
+
+    $$\frac{d(c, s, \nu)}{dt} = g - \tfrac12\, g'f = 2\, g(y) - g\big(y + \tfrac12 f(y)\big) + O(g^3),
+    \qquad \frac{dv}{dt} = -(M - q\, v),$$
+
+    (backward error analysis: the same correction turns gradient flow into the modified equation
+    `-eta (g + (eta/2) H g)` that GD follows to second order) agrees with the rod map to second
+    order in the centre and the rod length; the finite difference on the right evaluates the rod's
+    terms at `y` and half a step on (twice the gradients of `order=1` per evaluation).
+    `tests/test_rod_order.py` measures the time-1 error against one map step on a quadratic and
+    a quartic as the increments shrink: slope 2 for `order=1`, 3 (or more) for `order=2`.
+    The direction keeps Oja's equation in both orders: along directions of low curvature one map
+    step flips the rod's component (`(1 - eta lambda)/(1 - eta kappa)` is near -1), so the map is
+    not near the identity there, and the flow models the two-step mean (which decays).
+    The correction assumes the flow is integrated accurately: the default solver for `order=2`
+    is Tsit5 with `rtol 1e-6` (a fixed-step Euler at `dt 0.5` adds `(1/4) f'f` of its own, and
+    Heun at `dt 1` is not stable on the directions of curvature near `2/eta`, where the
+    centre's rate is about -2 per step). Measured on `mlp-digits` (README, "Rod order"): not
+    better than `order=1` at several times the cost, so the default stays `order=1`.
+
     **Integration.** Default: explicit Euler with `dt = 0.5` (4 gradient evaluations per GD
     step), measured as accurate as Tsit5 on `mlp-digits` (see README and
     `benchmarks/results/`). `v` is renormalised inside the vector field, so solver drift off the
-    unit sphere is harmless. State: [`RodState`][] `(centre, log_rho, direction, nu)`.
+    unit sphere is harmless; `order=2`: Tsit5, `rtol 1e-6`, `atol 1e-9`.
+    State: [`RodState`][] `(centre, log_rho, direction, nu)`.
     """
 
     name: ClassVar[str] = "rod"
     requires: ClassVar[tuple[type, ...]] = ()
-    solver: diffrax.AbstractSolver = diffrax.Euler()
-    dt: float = 0.5
+    order: Literal[1, 2] = eqx.field(static=True, default=1)
+    solver: diffrax.AbstractSolver | None = None
+    dt: float | None = None
     rtol: float | None = None
     atol: float | None = None
     variant: Literal["exact", "taylor"] = eqx.field(static=True, default="exact")
@@ -84,7 +111,22 @@ class RodFlow(AbstractRodFlow):
     smooth_nu: bool = eqx.field(static=True, default=False)
     nu_at: Literal["ends", "centre"] = eqx.field(static=True, default="ends")
 
+    def __post_init__(self):
+        # the solver by order when none is given: Euler dt 0.5 (the paper's flow); Tsit5 at
+        # rtol 1e-6 for the second-order flow, whose correction needs an accurate integration
+        if self.solver is None:
+            if self.order == 1:
+                self.solver = diffrax.Euler()
+            else:
+                self.solver = diffrax.Tsit5()
+                self.rtol = 1e-6 if self.rtol is None else self.rtol
+                self.atol = 1e-9 if self.atol is None else self.atol
+        if self.dt is None:
+            self.dt = 0.5
+
     def __check_init__(self):
+        if self.order not in (1, 2):
+            raise ValueError(f"`order` must be 1 (the paper's Rod Flow) or 2, got {self.order!r}.")
         if self.nu_at not in ("ends", "centre"):
             raise ValueError(f"`nu_at` must be 'ends' or 'centre', got {self.nu_at!r}.")
         if self.variant not in ("exact", "taylor"):
@@ -124,7 +166,30 @@ class RodFlow(AbstractRodFlow):
         s0 = jnp.where(norm > 0, jnp.log(jnp.where(norm > 0, 0.5 * norm, 1.0)), self.log_floor(c0))
         return RodState(c0, s0, v0, nu0)
 
+    def terms(self, t, y: RodState, args: FlowArgs):
+        """`(v, A, m_perp, G, dnu)` at step `t`: the unit direction, the mean step of the rod's
+        ends, the part of `M` orthogonal to `v`, the exact growth of `log rho` over one step of the
+        rod map (`log|v + M|`) and the second moments' update."""
+        c, s, v, nu = y
+        v = v / jnp.linalg.norm(v)
+        a, m, dnu = self.rod_terms(c, jnp.exp(s), v, args, t + 0.5, nu)
+        q = jnp.vdot(v, m)
+        m_perp = m - q * v
+        tiny = jnp.finfo(m.dtype).tiny
+        grow = 0.5 * jnp.log(jnp.maximum((1.0 + q) ** 2 + jnp.vdot(m_perp, m_perp), tiny))
+        return v, a, m_perp, grow, dnu
+
     def vector_field(self, t, y: RodState, args: FlowArgs) -> RodState:
+        c, s, _, nu = y
+        if self.order == 2:
+            v, a, m_perp, grow, dnu = self.terms(t, y, args)
+            # f = g - (1/2) g'g on (c, s, nu), with g'g = 2 (g(y + f/2) - g(y)) + O(g^3)
+            half = RodState(c + 0.5 * a, s + 0.5 * grow, v - 0.5 * m_perp,
+                            None if nu is None else nu + 0.5 * dnu)
+            _, a_h, _, grow_h, dnu_h = self.terms(t + 0.5, half, args)
+            ds = 2.0 * grow - grow_h
+            return RodState(2.0 * a - a_h, floored(ds, s, self.log_floor(c)), -m_perp,
+                            None if nu is None else 2.0 * dnu - dnu_h)
         c, s, v, nu = y
         v = v / jnp.linalg.norm(v)
         a, m, dnu = self.rod_terms(c, jnp.exp(s), v, args, t + 0.5, nu)
@@ -146,9 +211,10 @@ class RodFlow(AbstractRodFlow):
         return args.map.rod_sharpness(jnp.vdot(v, m), args.lr)
 
     def cost_per_rhs(self):
+        # order 2 evaluates the rod's terms twice (at y and at the rod map's image of y)
         if self.variant == "taylor":
-            return {"grads": 0, "hvps": 2}  # a jvp of grad plus a second-order jvp of grad
-        return {"grads": 2, "hvps": 0}  # (an HVP instead, while the rod is below rho_switch)
+            return {"grads": 0, "hvps": 2 * self.order}  # a jvp of grad plus a second-order jvp
+        return {"grads": 2 * self.order, "hvps": 0}  # (an HVP instead, while the rod is below rho_switch)
 
 
 def rod_map(delta, c, r):
