@@ -10,8 +10,9 @@ Reported per flow: `rel_dist_mean_eos`, the loss metrics of `_metrics.py` (`loss
 `loss_err_smooth_eos`, `catapult_lag_steps`), and the loss peaks: local maxima of the loss (GD:
 its pair mean `(L(x_k) + L(x_{k+1}))/2`; a flow: its predicted loss) after a centred 5-step mean,
 after the EoS onset, with a prominence of at least 10% of GD's loss standard deviation over EoS
-and at least `LOSS_SMOOTH_WINDOW` steps apart (scipy.signal.find_peaks). `peak_offsets` pairs
-GD's first four peaks with the flow's nearest peak (flow minus GD, in steps).
+and at least `LOSS_SMOOTH_WINDOW` steps apart (scipy.signal.find_peaks). `peak_offsets`: the
+flow's k-th peak minus GD's k-th peak (in steps), for the first four (in order, not nearest: a flow
+one cycle ahead must not be paired with GD's next spike).
 The JSON holds the command; results are added under `PROBLEM/lr/start` keys and a run already
 there is kept unless `--fresh`.
 """
@@ -87,7 +88,7 @@ def main(argv=None):
         for f in flows:
             fm = m["flows"][f]
             peaks[f] = _peaks(r.series[f]["step"], r.series[f]["loss"], onset, prominence)
-            offsets = [min((p - g for p in peaks[f]), key=abs, default=None) for g in peaks["discrete"][:4]]
+            offsets = [p - g for p, g in zip(peaks[f][:4], peaks["discrete"][:4])]
             entry["flows"][f] = {k: fm.get(k) for k in (
                 "rel_dist_mean_eos", "rel_dist_max_eos", "loss_err_eos", "loss_err_smooth_eos",
                 "catapult_lag_steps", "catapult_corr", "catapult_amplitude", "sharpness_mean_eos",
