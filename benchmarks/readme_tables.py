@@ -68,6 +68,27 @@ def flows_cost_accuracy() -> str:
     return "\n".join(rows)
 
 
+def _g(v, digits=3):
+    return "-" if v is None else (f"{v:.{digits}g}" if isinstance(v, float) else str(v))
+
+
+def rod_timing() -> str:
+    d = json.loads((RESULTS / "rod_timing.json").read_text())
+    flows = ("stable", "central", "rod", "rod_order2")
+    rows = ["| run (start) | flows start | GD's first peaks | flow | d (EoS) | loss err (EoS) | "
+            "smoothed loss err | catapult lag | first peaks, flow - GD | grad evals |", "|" + "---|" * 10]
+    for key, e in d["runs"].items():
+        name = key.replace("/start=", " (start ").replace("/lr=", ", lr ") + ")"
+        for i, f in enumerate(f for f in flows if f in e["flows"]):
+            m = e["flows"][f]
+            head = (f"| {name} | {e['start_step']} | {', '.join(map(str, e['discrete_peaks'][:4]))} "
+                    if i == 0 else "| | | ")
+            rows.append(head + f"| {f} | {_g(m['rel_dist_mean_eos'])} | {_g(m['loss_err_eos'])} | "
+                        f"{_g(m['loss_err_smooth_eos'])} | {_g(m['catapult_lag_steps'])} | "
+                        f"{', '.join(map(str, m['peak_offsets'])) or '-'} | {_g(m['grad_evals'])} |")
+    return "\n".join(rows)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--which", default="eos_tracking,flows_cost_accuracy")

@@ -80,7 +80,8 @@ def _slope(errs):
 ACCURATE = dict(solver=diffrax.Tsit5(), dt=0.05, rtol=1e-12, atol=1e-14)
 
 
-@pytest.mark.parametrize("quartic", [False, True], ids=["quadratic", "quartic"])
+@pytest.mark.parametrize("quartic", [pytest.param(False, marks=pytest.mark.slow), True],
+                         ids=["quadratic", "quartic"])
 def test_time_one_map_order(quartic):
     # the ODEs themselves (integrated to 1e-12): slope 2 and 3
     s1 = _slope(_errors(RodFlow(eps_floor=0.0, **ACCURATE), quartic))
@@ -90,7 +91,8 @@ def test_time_one_map_order(quartic):
     assert np.all(s2[:2] > 2.8), s2  # (on the quadratic, log rho's growth law is exact: slope ~5)
 
 
-@pytest.mark.parametrize("quartic", [False, True], ids=["quadratic", "quartic"])
+@pytest.mark.parametrize("quartic", [False, pytest.param(True, marks=pytest.mark.slow)],
+                         ids=["quadratic", "quartic"])
 def test_fixed_step_solvers_keep_the_order(quartic):
     # order 1 with its default Euler dt 0.5, order 2 with Heun dt 1 (third-order local error):
     # the same slopes as the accurately integrated ODEs

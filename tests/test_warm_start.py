@@ -140,3 +140,14 @@ def test_auto_start_when_the_catapult_never_settles():
                         start_step="auto")
     assert r.metrics["start_step"] == 0 and r.metrics["start_step_auto"]["opening_catapult_end"] is None
     assert "does not settle" in r.table()
+
+
+def test_sweep_auto_start_is_the_latest_catapult_end():
+    # each grid point's catapult end is the one compare finds for it; the sweep starts after all
+    p = rodflow.problems.get("eos-toy", x0="2.2,0.05")
+    ends = [rodflow.compare(p, lr=lr, steps=100, sharpness_every=5, flows=("rod",), figure=False,
+                            start_step="auto").metrics["start_step"] for lr in (0.3, 0.4)]
+    r = rodflow.sweep(p, lrs=[0.3, 0.4], steps=100, sharpness_every=5, flows=("rod",), figure=False,
+                      start_step="auto")
+    assert r.metrics["start_step_auto"]["opening_catapult_end"] == ends
+    assert r.metrics["start_step_auto"]["start_step"] == max(ends) > 0
