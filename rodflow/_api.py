@@ -47,9 +47,13 @@ def compare(loss: Any, params: Any = None, *, lr: float, flows: Flows = DEFAULT_
 
     **Returns:** a [`rodflow.Comparison`][] (also written to `out` when given).
     """
-    problem = as_problem(loss, params)
     check_positive("lr", lr)
     settings = Settings.from_options(settings, options)
+    with jax.default_matmul_precision(settings.matmul_precision):
+        return _compare(as_problem(loss, params), lr, flows, optimizer, settings)
+
+
+def _compare(problem: Problem, lr, flows, optimizer, settings: Settings) -> Comparison:
     flows_, opt_map = _prepare(problem, flows, optimizer, settings)
     x0 = problem.x0
     start, auto = _start_step(problem, opt_map, settings, [(float(lr), x0)])
@@ -58,6 +62,7 @@ def compare(loss: Any, params: Any = None, *, lr: float, flows: Flows = DEFAULT_
                    config=config, desc=f"{problem.name} lr={lr:g}")
     timings = {k: (t.run_s, t.compile_s) for k, t in run.timers.items()}
     result = assemble(problem, opt_map, float(lr), settings, start, flows_, run, 0, timings, x0.dtype)
+    result.metrics["matmul_precision"] = settings.matmul_precision
     if auto is not None:
         result.metrics["start_step_auto"] = auto
     if settings.out is not None:
@@ -84,13 +89,18 @@ def sweep(loss: Any, params: Any = None, *, lrs: Sequence[float], seeds: Sequenc
     whatever its size; `lr` and the initial parameters are traced. Only per-step scalars, the
     sharpness and optional snapshots leave the devices.
     """
-    problem = as_problem(loss, params)
     lrs = [float(v) for v in np.atleast_1d(np.asarray(lrs, dtype=float))]
     if not lrs:
         raise ValueError("`lrs` is empty; give at least one step size.")
     for v in lrs:
         check_positive("lrs", v)
     settings = Settings.from_options(settings, options)
+    with jax.default_matmul_precision(settings.matmul_precision):
+        return _sweep(as_problem(loss, params), lrs, seeds, flows, optimizer, devices, settings)
+
+
+def _sweep(problem: Problem, lrs: list[float], seeds, flows, optimizer, devices,
+           settings: Settings) -> SweepResult:
     flows_, opt_map = _prepare(problem, flows, optimizer, settings)
     seed_list, x0s = _initial_points(problem, seeds)
     grid = [(lr, s) for s in seed_list for lr in lrs]
@@ -116,7 +126,8 @@ def sweep(loss: Any, params: Any = None, *, lrs: Sequence[float], seeds: Sequenc
             for g, (lr, _) in enumerate(grid)]
     metrics = {
         "problem": problem.name, "steps": settings.steps, "lrs": lrs, "seeds": seed_list,
-        "dtype": str(np.dtype(problem.dtype)), "devices": n_dev,
+        "dtype": str(np.dtype(problem.dtype)), "matmul_precision": settings.matmul_precision,
+        "devices": n_dev,
         "device_kind": str(jax.devices()[0].device_kind), "grid_padded_to": len(index),
         "compile_s": sum(t.compile_s for t in run.timers.values()),
         "run_s": sum(t.run_s for t in run.timers.values()), "total_s": total,

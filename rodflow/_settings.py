@@ -65,6 +65,13 @@ class Settings:
       the first measured step (every `sharpness_every`) at which the sharpness is back at or
       below the threshold (the latest over a sweep's grid); `metrics["start_step_auto"]` records
       both. Default 0: every flow starts at step 0.
+    - `matmul_precision`: the precision of float32 matrix products and convolutions, set for the
+      whole run (`jax.default_matmul_precision`). Default `"highest"`: full float32. On NVIDIA GPUs
+      from Ampere on, XLA's `"default"` runs float32 products in TF32 (10-bit mantissa), whose
+      rounding is thousands of times float32's; GD's rounding noise seeds the EoS instability and
+      the rod's noise floor is derived from the machine epsilon, so a run in TF32 would simulate
+      another optimiser. CPUs compute in full precision whatever the setting. Recorded in
+      `metrics.json`.
     - `out`: directory for the results (`metrics.json` / `sweep.json`, `series.npz`, the figure)
       and the checkpoint; `None` writes nothing.
     - `resume`: continue from `out/checkpoint.npz` if it exists (same settings required).
@@ -87,6 +94,9 @@ class Settings:
         default=0, metadata=_help("warm start: the flows start at this step from the discrete run's state; "
                                   "'auto' = after the momentum transient and after a catapult from "
                                   "initialisation"))
+    matmul_precision: Literal["highest", "high", "default"] = dataclasses.field(
+        default="highest", metadata=_help("precision of float32 matrix products and convolutions on GPU/TPU "
+                                          "('default' lets them run in TF32/bfloat16 passes)"))
     out: str | Path | None = dataclasses.field(default=None, metadata=_help("output directory"))
     resume: bool = dataclasses.field(default=False, metadata=_help("continue from OUT/checkpoint.npz"))
     overwrite: bool = dataclasses.field(default=False, metadata=_help("replace the run already in OUT"))
@@ -153,4 +163,6 @@ class Settings:
                    save_every=self.save_every, eig=[int(self.top_k), self.eig_method, int(self.eig_iters)])
         if start_step:
             key["start_step"] = int(start_step)
+        if self.matmul_precision != "highest":
+            key["matmul_precision"] = self.matmul_precision
         return key

@@ -7,6 +7,8 @@ import sys
 import textwrap
 from collections import Counter
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -144,3 +146,22 @@ def test_timings_split_compilation_from_execution():
         # every run executed 4 chunks: its execution time is positive, and its compilation (the
         # first chunk's trace and compile) is counted once, not once per nested function
         assert m["wall_s"] > 0 and m["compile_s"] > 0, (name, m)
+
+
+@pytest.mark.parametrize("precision", [None, "default"])
+def test_matmul_precision_is_set_for_the_whole_run(precision):
+    # every function of the run is traced under `jax.default_matmul_precision(settings.matmul_precision)`
+    # (default "highest": float32 products stay float32 on GPUs that would use TF32), and the
+    # setting is recorded
+    seen = set()
+    H = jnp.diag(jnp.asarray([1.0, 3.0, 9.0]))
+
+    def loss(x):
+        seen.add(jax.config.jax_default_matmul_precision)
+        return 0.5 * x @ H @ x
+
+    opts = {} if precision is None else {"matmul_precision": precision}
+    r = rodflow.compare(loss, jnp.ones(3), lr=0.1, steps=20, flows=("stable", "rod"), figure=False,
+                        start_step="auto", **opts)
+    assert seen == {precision or "highest"}
+    assert r.metrics["matmul_precision"] == (precision or "highest")
