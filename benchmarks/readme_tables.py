@@ -89,6 +89,25 @@ def rod_timing() -> str:
     return "\n".join(rows)
 
 
+def _optimizers():
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    import optimizers
+
+    return optimizers, json.loads((RESULTS / "optimizers.json").read_text())
+
+
+def optimizers_acceptance() -> str:
+    mod, results = _optimizers()
+    return mod.acceptance_table(results)
+
+
+def optimizers_runs() -> str:
+    mod, results = _optimizers()
+    return mod.summary(results)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--which", default="eos_tracking,flows_cost_accuracy")
