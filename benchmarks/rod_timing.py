@@ -13,7 +13,7 @@ after the EoS onset, with a prominence of at least 10% of GD's loss standard dev
 and at least `LOSS_SMOOTH_WINDOW` steps apart (scipy.signal.find_peaks). `peak_offsets`: the
 flow's k-th peak minus GD's k-th peak (in steps), for the first four (in order, not nearest: a flow
 one cycle ahead must not be paired with GD's next spike).
-The JSON holds the command; results are added under `PROBLEM/lr/start` keys and a run already
+The JSON holds the command; results are added under `PROBLEM/lr=LR/DTYPE/start=START` keys and a run already
 there is kept unless `--fresh`.
 """
 

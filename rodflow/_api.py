@@ -56,7 +56,7 @@ def compare(loss: Any, params: Any = None, *, lr: float, flows: Flows = DEFAULT_
 def _compare(problem: Problem, lr, flows, optimizer, settings: Settings) -> Comparison:
     flows_, opt_map = _prepare(problem, flows, optimizer, settings)
     x0 = problem.x0
-    start, auto = _start_step(problem, opt_map, settings, [(float(lr), x0)])
+    start, auto = _start_step(problem, opt_map, settings, [(float(lr), x0)], grid=False)
     config = _config(problem, opt_map, flows_, settings, start, [x0], lr=float(lr))
     run = run_grid(problem, opt_map, flows_, jnp.asarray([lr], x0.dtype), x0[None], settings, start,
                    config=config, desc=f"{problem.name} lr={lr:g}")
@@ -104,11 +104,11 @@ def _sweep(problem: Problem, lrs: list[float], seeds, flows, optimizer, devices,
     flows_, opt_map = _prepare(problem, flows, optimizer, settings)
     seed_list, x0s = _initial_points(problem, seeds)
     grid = [(lr, s) for s in seed_list for lr in lrs]
-    start, auto = _start_step(problem, opt_map, settings,
-                              [(lr, x0s[i // len(lrs)]) for i, (lr, _) in enumerate(grid)])
     n_dev = len(jax.devices()) if devices is None else int(devices)
     if not 1 <= n_dev <= len(jax.devices()):
         raise ValueError(f"`devices` must be between 1 and {len(jax.devices())}, got {devices}.")
+    start, auto = _start_step(problem, opt_map, settings,
+                              [(lr, x0s[i // len(lrs)]) for i, (lr, _) in enumerate(grid)], grid=True)
     G = len(grid)
     index = list(range(G)) + [G - 1] * (-(-G // n_dev) * n_dev - G)
     lr_arr = jnp.asarray([grid[i][0] for i in index], problem.dtype)
@@ -160,7 +160,7 @@ def _prepare(problem: Problem, flows: Flows, optimizer, settings: Settings):
 
 
 def _start_step(problem: Problem, opt_map: AbstractMap, settings: Settings,
-                points) -> tuple[int, dict | None]:
+                points, *, grid: bool) -> tuple[int, dict | None]:
     """The warm-start step and, for `start_step="auto"`, how it was chosen: after the momentum
     transient ([`rodflow.transient_steps`][]) and after a catapult from initialisation (the first
     measured step with the sharpness back at or below the threshold, for every grid point
@@ -173,7 +173,7 @@ def _start_step(problem: Problem, opt_map: AbstractMap, settings: Settings,
     start = max(momentum, catapult)
     if start >= settings.steps:
         raise ValueError(f"`start_step` resolved to {start}, which is not below `steps` ({settings.steps}).")
-    return start, {"momentum_transient": momentum, "opening_catapult_end": ends if len(ends) > 1 else ends[0],
+    return start, {"momentum_transient": momentum, "opening_catapult_end": ends if grid else ends[0],
                    "start_step": start}
 
 

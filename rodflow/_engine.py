@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -172,33 +173,38 @@ def opening_catapult(problem: Problem, opt_map: AbstractMap, lr: float, x0, sett
     optax update (as in the run) and measured by the same eigensolver settings.
     """
     every = settings.sharpness_every
-    opt = opt_map.optimizer(lr)
     threshold = float(opt_map.threshold(lr))
     lr_ = jnp.asarray(lr, x0.dtype)
-
-    @jax.jit
-    def measure(x, opt_state, U, k):
-        vals, U = opt_map.sharpness(problem, opt_map.pack(problem, x, opt_state), lr_, U,
-                                    jnp.asarray(k, x.dtype), method=settings.eig_method,
-                                    max_iters=settings.eig_iters)
-        return vals[0], U
-
-    @jax.jit
-    def advance(x, opt_state):
-        def step(_, state):
-            x, s = state
-            updates, s = opt.update(jax.grad(problem.loss_flat)(x), s, x)
-            return optax.apply_updates(x, updates), s
-        return jax.lax.fori_loop(0, every, step, (x, opt_state))
-
+    opt = opt_map.optimizer(lr_)
     x, opt_state = x0, opt.init(x0)
     U = initial_vectors(problem.dim, settings.top_k, x0.dtype)
     for k in range(0, settings.steps // 2 + 1, every):
         if k:
-            x, opt_state = advance(x, opt_state)
-        S, U = measure(x, opt_state, U, k)
+            x, opt_state = _catapult_advance(problem, opt_map, lr_, x, opt_state, every)
+        S, U = _catapult_measure(problem, opt_map, lr_, x, opt_state, U, jnp.asarray(k, x0.dtype),
+                                 settings.eig_method, int(settings.eig_iters))
         if not np.isfinite(float(S)):
             return None
         if float(S) <= threshold:
             return k
     return None
+
+
+# compiled once per problem, map and settings (the step size and the state are traced)
+@eqx.filter_jit
+def _catapult_measure(problem, opt_map, lr, x, opt_state, U, k, method, max_iters):
+    vals, U = opt_map.sharpness(problem, opt_map.pack(problem, x, opt_state), lr, U, k, method=method,
+                                max_iters=max_iters)
+    return vals[0], U
+
+
+@eqx.filter_jit
+def _catapult_advance(problem, opt_map, lr, x, opt_state, every):
+    opt = opt_map.optimizer(lr)
+
+    def step(_, state):
+        x, s = state
+        updates, s = opt.update(jax.grad(problem.loss_flat)(x), s, x)
+        return optax.apply_updates(x, updates), s
+
+    return jax.lax.fori_loop(0, every, step, (x, opt_state))

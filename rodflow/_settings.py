@@ -116,6 +116,9 @@ class Settings:
                              f"{self.start_step!r}.")
         for name in ("sharpness_every", "chunk", "top_k", "eig_iters"):
             check_positive(name, getattr(self, name), int)
+        if self.matmul_precision not in ("highest", "high", "default"):
+            raise ValueError(f"`matmul_precision` must be one of highest, high, default, got "
+                             f"{self.matmul_precision!r}.")
         if self.eig_method not in ("auto", "lobpcg", "power", "dense"):
             raise ValueError(f"`eig_method` must be one of auto, lobpcg, power, dense, "
                              f"got {self.eig_method!r}.")

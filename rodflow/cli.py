@@ -97,7 +97,7 @@ def _add_library_options(p: argparse.ArgumentParser) -> None:
         g = p.add_argument_group(f"flow {fname!r}")
         hints = reg.option_types(cls)
         for name, f in reg.options(cls).items():
-            kw = _argument(hints[name], _default(f), f"default {_default(f)!r}")
+            kw = _argument(hints[name], _default(f), f.metadata.get("help", f"default {_default(f)!r}"))
             if kw is not None:
                 flags = [f"--{fname}-{name.replace('_', '-')}"]
                 if fname == "rod" and name == "eps_floor":

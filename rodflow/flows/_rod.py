@@ -87,8 +87,12 @@ class RodFlow(AbstractRodFlow):
     not near the identity there, and the flow models the two-step mean (which decays).
     The correction assumes the flow is integrated accurately: the default solver for `order=2`
     is Tsit5 with `rtol 1e-6` (a fixed-step Euler at `dt 0.5` adds `(1/4) f'f` of its own, and
-    Heun at `dt 1` is not stable on the directions of curvature near `2/eta`, where the
-    centre's rate is about -2 per step). Measured on `mlp-digits` (README, "Rod order"): not
+    Heun at `dt 1` is not stable on a network's directions of curvature near `2/eta`: there
+    one map step multiplies the centre's component by `1 - eta lambda`, near -1, the map is not
+    near the identity, and the corrected rate `-x - x^2/2` (`x = eta lambda`) is about -4 per
+    step, twice the first-order damping). The order statement, like the direction's, holds
+    where the map is near the identity; the tests check it there (centre orthogonal to the
+    critical directions). Measured on `mlp-digits` (README, "Rod order"): not
     better than `order=1` at several times the cost, so the default stays `order=1`.
 
     **Integration.** Default: explicit Euler with `dt = 0.5` (4 gradient evaluations per GD
@@ -100,9 +104,9 @@ class RodFlow(AbstractRodFlow):
 
     name: ClassVar[str] = "rod"
     requires: ClassVar[tuple[type, ...]] = ()
-    order: Literal[1, 2] = eqx.field(static=True, default=1)
-    solver: diffrax.AbstractSolver | None = None
-    dt: float | None = None
+    solver: diffrax.AbstractSolver | None = eqx.field(
+        default=None, metadata={"help": "default by order: euler (order 1), tsit5 with rtol 1e-6 (order 2)"})
+    dt: float | None = eqx.field(default=None, metadata={"help": "default 0.5"})
     rtol: float | None = None
     atol: float | None = None
     variant: Literal["exact", "taylor"] = eqx.field(static=True, default="exact")
@@ -110,6 +114,7 @@ class RodFlow(AbstractRodFlow):
     rho_switch: float | None = None
     smooth_nu: bool = eqx.field(static=True, default=False)
     nu_at: Literal["ends", "centre"] = eqx.field(static=True, default="ends")
+    order: Literal[1, 2] = eqx.field(static=True, default=1)
 
     def __post_init__(self):
         # the solver by order when none is given: Euler dt 0.5 (the paper's flow); Tsit5 at
