@@ -56,7 +56,7 @@ def compare(loss: Any, params: Any = None, *, lr: float, flows: Flows = DEFAULT_
 def _compare(problem: Problem, lr, flows, optimizer, settings: Settings) -> Comparison:
     flows_, opt_map = _prepare(problem, flows, optimizer, settings)
     x0 = problem.x0
-    start, auto = _start_step(problem, opt_map, settings, [(float(lr), x0)], grid=False)
+    start, auto = _start_step(problem, opt_map, settings, [float(lr)], x0[None], grid=False)
     config = _config(problem, opt_map, flows_, settings, start, [x0], lr=float(lr))
     run = run_grid(problem, opt_map, flows_, jnp.asarray([lr], x0.dtype), x0[None], settings, start,
                    config=config, desc=f"{problem.name} lr={lr:g}")
@@ -107,8 +107,8 @@ def _sweep(problem: Problem, lrs: list[float], seeds, flows, optimizer, devices,
     n_dev = len(jax.devices()) if devices is None else int(devices)
     if not 1 <= n_dev <= len(jax.devices()):
         raise ValueError(f"`devices` must be between 1 and {len(jax.devices())}, got {devices}.")
-    start, auto = _start_step(problem, opt_map, settings,
-                              [(lr, x0s[i // len(lrs)]) for i, (lr, _) in enumerate(grid)], grid=True)
+    start, auto = _start_step(problem, opt_map, settings, [lr for lr, _ in grid],
+                              jnp.stack([x0s[i // len(lrs)] for i in range(len(grid))]), grid=True)
     G = len(grid)
     index = list(range(G)) + [G - 1] * (-(-G // n_dev) * n_dev - G)
     lr_arr = jnp.asarray([grid[i][0] for i in index], problem.dtype)
@@ -159,16 +159,16 @@ def _prepare(problem: Problem, flows: Flows, optimizer, settings: Settings):
     return flows_, opt_map
 
 
-def _start_step(problem: Problem, opt_map: AbstractMap, settings: Settings,
-                points, *, grid: bool) -> tuple[int, dict | None]:
+def _start_step(problem: Problem, opt_map: AbstractMap, settings: Settings, lrs, x0s, *,
+                grid: bool) -> tuple[int, dict | None]:
     """The warm-start step and, for `start_step="auto"`, how it was chosen: after the momentum
     transient ([`rodflow.transient_steps`][]) and after a catapult from initialisation (the first
     measured step with the sharpness back at or below the threshold, for every grid point
-    `(lr, x0)` of `points`; the latest of them for a sweep)."""
+    `(lrs[g], x0s[g])`; the latest of them for a sweep)."""
     if settings.start_step != "auto":
         return int(settings.start_step), None
     momentum = transient_steps(opt_map)
-    ends = [opening_catapult(problem, opt_map, lr, x0, settings) for lr, x0 in points]
+    ends = opening_catapult(problem, opt_map, lrs, x0s, settings)
     catapult = max((e for e in ends if e is not None), default=0)
     start = max(momentum, catapult)
     if start >= settings.steps:

@@ -8,11 +8,9 @@ import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from . import _io
 from ._chunks import grid_discrete_chunk, grid_discrete_init, grid_flow_chunk, grid_flow_init, grid_warm_state
@@ -158,53 +156,41 @@ def _all_diverged(records) -> bool:
     return not any(np.isfinite(np.asarray(recs[-1]["loss"])[..., -1]).any() for recs in records.values())
 
 
-def opening_catapult(problem: Problem, opt_map: AbstractMap, lr: float, x0, settings: Settings) -> int | None:
-    """The end of a catapult from initialisation: the first measured step (a multiple of
-    `settings.sharpness_every`, as in the discrete run) at which the optimiser's effective
+def opening_catapult(problem: Problem, opt_map: AbstractMap, lrs, x0s,
+                     settings: Settings) -> list[int | None]:
+    """The end of a catapult from initialisation, for each grid point `(lrs[g], x0s[g])`: the first
+    measured step (a multiple of `settings.sharpness_every`) at which the optimiser's effective
     sharpness is at or below its threshold, for a run that starts above it. `0` when the run
     starts at or below the threshold, `None` when the sharpness does not come back within the
-    first half of the run.
+    first half of the run (or becomes non-finite).
 
     One map step multiplies an oscillation along a direction of curvature `lambda` by
     `|lr lambda - 1|`; at initialisation `lr lambda` can be several times the threshold, and GD
     catapults (the oscillation grows by a factor up to ~3 per step, the loss spikes, the iterate
     moves to a flatter region within a few steps). No smooth flow follows that step by step:
-    `start_step="auto"` starts the flows after it. The discrete optimiser is advanced by its own
-    optax update (as in the run) and measured by the same eigensolver settings.
+    `start_step="auto"` starts the flows after it. The discrete run's own initial state and
+    chunk (one block of `sharpness_every` steps at a time, over the whole grid) are used, so the
+    sharpness is the one the run measures.
     """
     every = settings.sharpness_every
-    threshold = float(opt_map.threshold(lr))
-    lr_ = jnp.asarray(lr, x0.dtype)
-    opt = opt_map.optimizer(lr_)
-    x, opt_state = x0, opt.init(x0)
-    U = initial_vectors(problem.dim, settings.top_k, x0.dtype)
+    dtype = x0s.dtype
+    lr = jnp.asarray(lrs, dtype)
+    thresholds = [float(opt_map.threshold(v)) for v in lrs]
+    carry = grid_discrete_init(problem, opt_map, lr, x0s, initial_vectors(problem.dim, settings.top_k, dtype))
+    n_last = jnp.asarray(settings.steps, jnp.int32)
+    ends: list[int | None] = [None] * len(thresholds)
+    pending = set(range(len(thresholds)))
     for k in range(0, settings.steps // 2 + 1, every):
-        if k:
-            x, opt_state = _catapult_advance(problem, opt_map, lr_, x, opt_state, every)
-        S, U = _catapult_measure(problem, opt_map, lr_, x, opt_state, U, jnp.asarray(k, x0.dtype),
-                                 settings.eig_method, int(settings.eig_iters))
-        if not np.isfinite(float(S)):
-            return None
-        if float(S) <= threshold:
-            return k
-    return None
-
-
-# compiled once per problem, map and settings (the step size and the state are traced)
-@eqx.filter_jit
-def _catapult_measure(problem, opt_map, lr, x, opt_state, U, k, method, max_iters):
-    vals, U = opt_map.sharpness(problem, opt_map.pack(problem, x, opt_state), lr, U, k, method=method,
-                                max_iters=max_iters)
-    return vals[0], U
-
-
-@eqx.filter_jit
-def _catapult_advance(problem, opt_map, lr, x, opt_state, every):
-    opt = opt_map.optimizer(lr)
-
-    def step(_, state):
-        x, s = state
-        updates, s = opt.update(jax.grad(problem.loss_flat)(x), s, x)
-        return optax.apply_updates(x, updates), s
-
-    return jax.lax.fori_loop(0, every, step, (x, opt_state))
+        carry, _, per_block, _ = grid_discrete_chunk(problem, opt_map, lr, carry, jnp.asarray(k, jnp.int32),
+                                                     n_last, n_blocks=1, every=every, eig=settings.eig,
+                                                     snapshots=False)
+        S = np.asarray(per_block["sharpness"])[:, 0, 0]  # at step k
+        for g in sorted(pending):
+            if not np.isfinite(S[g]):
+                pending.discard(g)
+            elif S[g] <= thresholds[g]:
+                ends[g] = k
+                pending.discard(g)
+        if not pending:
+            break
+    return ends
