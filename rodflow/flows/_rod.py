@@ -92,8 +92,10 @@ class RodFlow(AbstractRodFlow):
     near the identity, and the corrected rate `-x - x^2/2` (`x = eta lambda`) is about -4 per
     step, twice the first-order damping). The order statement, like the direction's, holds
     where the map is near the identity; the tests check it there (centre orthogonal to the
-    critical directions). Measured on `mlp-digits` (README, "Rod order"): not
-    better than `order=1` at several times the cost, so the default stays `order=1`.
+    critical directions). Measured on `mlp-digits` (README, "Rod order and catapult timing"):
+    with the flows started after the catapult from initialisation it tracks GD's centre and loss
+    spikes better than `order=1`, from step 0 it does not, and it costs about 9 times the
+    gradient evaluations; the default stays `order=1`.
 
     **Integration.** Default: explicit Euler with `dt = 0.5` (4 gradient evaluations per GD
     step), measured as accurate as Tsit5 on `mlp-digits` (see README and
@@ -172,35 +174,26 @@ class RodFlow(AbstractRodFlow):
         return RodState(c0, s0, v0, nu0)
 
     def terms(self, t, y: RodState, args: FlowArgs):
-        """`(v, A, m_perp, G, dnu)` at step `t`: the unit direction, the mean step of the rod's
-        ends, the part of `M` orthogonal to `v`, the exact growth of `log rho` over one step of the
-        rod map (`log|v + M|`) and the second moments' update."""
+        """`(v, A, q, m_perp, dnu)` at step `t`: the unit direction, the mean step of the rod's
+        ends, `q = v . M` and the part of `M` orthogonal to `v`, and the second moments' update."""
         c, s, v, nu = y
         v = v / jnp.linalg.norm(v)
         a, m, dnu = self.rod_terms(c, jnp.exp(s), v, args, t + 0.5, nu)
         q = jnp.vdot(v, m)
-        m_perp = m - q * v
-        tiny = jnp.finfo(m.dtype).tiny
-        grow = 0.5 * jnp.log(jnp.maximum((1.0 + q) ** 2 + jnp.vdot(m_perp, m_perp), tiny))
-        return v, a, m_perp, grow, dnu
+        return v, a, q, m - q * v, dnu
 
     def vector_field(self, t, y: RodState, args: FlowArgs) -> RodState:
         c, s, _, nu = y
-        if self.order == 2:
-            v, a, m_perp, grow, dnu = self.terms(t, y, args)
-            # f = g - (1/2) g'g on (c, s, nu), with g'g = 2 (g(y + f/2) - g(y)) + O(g^3)
-            half = RodState(c + 0.5 * a, s + 0.5 * grow, v - 0.5 * m_perp,
-                            None if nu is None else nu + 0.5 * dnu)
-            _, a_h, _, grow_h, dnu_h = self.terms(t + 0.5, half, args)
-            ds = 2.0 * grow - grow_h
-            return RodState(2.0 * a - a_h, floored(ds, s, self.log_floor(c)), -m_perp,
-                            None if nu is None else 2.0 * dnu - dnu_h)
-        c, s, v, nu = y
-        v = v / jnp.linalg.norm(v)
-        a, m, dnu = self.rod_terms(c, jnp.exp(s), v, args, t + 0.5, nu)
-        q = jnp.vdot(v, m)
-        ds = -2.0 - q
-        return RodState(a, floored(ds, s, self.log_floor(c)), -(m - q * v), None if nu is None else dnu)
+        v, a, q, m_perp, dnu = self.terms(t, y, args)
+        if self.order == 1:
+            return RodState(a, floored(-2.0 - q, s, self.log_floor(c)), -m_perp, None if nu is None else dnu)
+        # order 2: f = g - (1/2) g'f on (c, s, nu), with g'f = 2 (g(y + f/2) - g(y)) + O(g^3)
+        grow = _log_growth(q, m_perp)
+        half = RodState(c + 0.5 * a, s + 0.5 * grow, v - 0.5 * m_perp, None if nu is None else nu + 0.5 * dnu)
+        _, a_h, q_h, m_perp_h, dnu_h = self.terms(t + 0.5, half, args)
+        ds = 2.0 * grow - _log_growth(q_h, m_perp_h)
+        return RodState(2.0 * a - a_h, floored(ds, s, self.log_floor(c)), -m_perp,
+                        None if nu is None else 2.0 * dnu - dnu_h)
 
     def _point(self, y, x):
         return x if y.nu is None else smooth_join(x, y.nu)
@@ -220,6 +213,13 @@ class RodFlow(AbstractRodFlow):
         if self.variant == "taylor":
             return {"grads": 0, "hvps": 2 * self.order}  # a jvp of grad plus a second-order jvp
         return {"grads": 2 * self.order, "hvps": 0}  # (an HVP instead, while the rod is below rho_switch)
+
+
+def _log_growth(q, m_perp):
+    """`log|v + M|`: the exact growth of `log rho` over one step of the rod map
+    (`|v + M|^2 = (1 + q)^2 + |m_perp|^2`)."""
+    tiny = jnp.finfo(m_perp.dtype).tiny
+    return 0.5 * jnp.log(jnp.maximum((1.0 + q) ** 2 + jnp.vdot(m_perp, m_perp), tiny))
 
 
 def rod_map(delta, c, r):
