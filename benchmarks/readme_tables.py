@@ -1,10 +1,16 @@
-"""The README's result tables, printed from the committed JSON files (so every number in them
-traces to a field of a file that records its command).
+"""The result tables of the README and of the docs' benchmark pages, printed from the committed
+JSON files (so every number in them traces to a field of a file that records its command).
 
-    python benchmarks/readme_tables.py [--which eos_tracking,flows_cost_accuracy] [--write README.md]
+    python benchmarks/readme_tables.py [--which NAME,...]            # print the tables
+    python benchmarks/readme_tables.py --write README.md docs/benchmarks/*.md
 
-With `--write`, each table replaces the lines between `<!-- table:NAME -->` and
-`<!-- /table:NAME -->` in that file.
+With `--write FILE...`, each table replaces the lines between `<!-- table:NAME -->` and
+`<!-- /table:NAME -->` in each file. Without `--which`, every table whose markers a file holds is
+written into it (a file without markers is left alone); with `--which`, each named table must
+have its markers in every file given. Where the tables live: `flagship` in README.md,
+`eos_tracking` in docs/benchmarks/networks.md, `flows_cost_accuracy` in
+docs/benchmarks/central-flow.md, `optimizers_acceptance` and `optimizers_runs` in
+docs/benchmarks/optimizers.md, `rod_timing` in docs/benchmarks/rod-order.md.
 
 Each cell is `mean +- std` over the initialisation seeds at which GD reached EoS within the run
 (sample standard deviation; one value without `+-` when only one seed did).
@@ -43,6 +49,23 @@ def eos_tracking() -> str:
             f"{_pm(run['rod_over_stable_eos'], 2)} | {_pm(st['loss_err_eos'])} | "
             f"{_pm(rod['loss_err_eos'])} | {_pm(rod['loss_err_smooth_eos'])} | "
             f"{_pm(rod['catapult_lag_steps'])} |")
+    return "\n".join(rows)
+
+
+def flagship() -> str:
+    """The README's table: GD against gradient flow and Rod Flow on the real networks
+    (`eos_tracking.json`), mean +- std over seeds."""
+    d = json.loads((RESULTS / "eos_tracking.json").read_text())
+    rows = ["| problem (dtype, steps) | lr | seeds at EoS | gradient flow d | Rod Flow d | "
+            "Rod / gradient flow | gradient flow loss err | Rod Flow loss err |", "|" + "---|" * 8]
+    for name, e in d["runs"].items():
+        sp = e["spread"]
+        st, rod, run = sp["stable"], sp["rod"], sp["run"]
+        rows.append(
+            f"| {name} (f{e['dtype'][5:]}, {e['steps']}) | {e['lr']:g} | "
+            f"{run['eos_onset_step']['n']} of {len(e['seeds'])} | {_pm(st['rel_dist_mean_eos'])} | "
+            f"{_pm(rod['rel_dist_mean_eos'])} | {_pm(run['rod_over_stable_eos'], 2)} | "
+            f"{_pm(st['loss_err_eos'])} | {_pm(rod['loss_err_eos'])} |")
     return "\n".join(rows)
 
 
@@ -108,25 +131,51 @@ def optimizers_runs() -> str:
     return mod.summary(results)
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--which", default="eos_tracking,flows_cost_accuracy")
-    ap.add_argument("--write", type=Path, default=None, help="replace the marked tables in this file")
-    args = ap.parse_args(argv)
-    tables = {name: globals()[name]() for name in args.which.split(",")}
-    if args.write is None:
-        for name, table in tables.items():
-            print(f"### {name}\n\n{table}\n")
-        return
-    text = args.write.read_text()
-    for name, table in tables.items():
-        start, end = f"<!-- table:{name} -->", f"<!-- /table:{name} -->"
+TABLES = ("flagship", "eos_tracking", "flows_cost_accuracy", "rod_timing", "optimizers_acceptance",
+          "optimizers_runs")
+
+
+def _markers(name: str) -> tuple[str, str]:
+    return f"<!-- table:{name} -->", f"<!-- /table:{name} -->"
+
+
+def write(path: Path, names: list[str] | None) -> list[str]:
+    """Replace the marked tables in `path`: those in `names`, whose markers must be there, or
+    (`names=None`) every table whose markers are there. Returns the names written."""
+    text = path.read_text()
+    if names is None:
+        names = [n for n in TABLES if all(m in text for m in _markers(n))]
+    for name in names:
+        start, end = _markers(name)
         if start not in text or end not in text:
-            raise SystemExit(f"{args.write} has no `{start}` ... `{end}` markers.")
+            raise SystemExit(f"{path} has no `{start}` ... `{end}` markers.")
         a, b = text.index(start) + len(start), text.index(end)
-        text = text[:a] + "\n" + table + "\n" + text[b:]
-    args.write.write_text(text)
-    print(f"wrote {', '.join(tables)} into {args.write}")
+        text = text[:a] + "\n" + globals()[name]() + "\n" + text[b:]
+    if names:
+        path.write_text(text)
+    return names
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--which", default=None,
+                    help=f"comma-separated tables (default: all when printing; with --write, those marked "
+                         f"in each file): {', '.join(TABLES)}")
+    ap.add_argument("--write", type=Path, nargs="+", default=None, metavar="FILE",
+                    help="replace the marked tables in these files")
+    args = ap.parse_args(argv)
+    names = None if args.which is None else [n for n in args.which.split(",") if n]
+    unknown = sorted(set(names or ()) - set(TABLES))
+    if unknown:
+        raise SystemExit(f"unknown table(s) {', '.join(unknown)}; choose from {', '.join(TABLES)}.")
+    if args.write is None:
+        for name in names or TABLES:
+            print(f"### {name}\n\n{globals()[name]()}\n")
+        return
+    for path in args.write:
+        written = write(path, names)
+        print(f"wrote {', '.join(written)} into {path}" if written
+              else f"{path}: no table markers, left alone")
 
 
 if __name__ == "__main__":

@@ -59,9 +59,9 @@ class RodFlow(AbstractRodFlow):
     `-eta [g(c) + (rho^2/2) grad_c (v . H(c) v)]`), `M = J_delta(c) v`.
 
     **Optimisers with state.** The rod lives on the map's joint state `z = (params, state)`
-    (§2 of the design note: the exact rod map holds for any one-step map; polar form and noise
-    floor unchanged), and the map is evaluated at time `t + 1/2` (bias correction). With
-    `smooth_nu=True` the second moments `nu` (`map.split(z).nu`) carry no rod component: the
+    (the exact rod map holds for any one-step map; polar form and noise floor unchanged), and
+    the map is evaluated at time `t + 1/2` (bias correction). With `smooth_nu=True` the second
+    moments `nu` (`map.split(z).nu`) carry no rod component: the
     rod lives on `(params, first moment)`, both ends share the smooth `nu`, and `dnu/dt` is the
     mean of the ends' `nu` updates (`nu_at="ends"`, which keeps the oscillation's `g^2`) or the
     update at the centre (`nu_at="centre"`, one more gradient). Any map: `requires = ()`.
@@ -92,13 +92,13 @@ class RodFlow(AbstractRodFlow):
     near the identity, and the corrected rate `-x - x^2/2` (`x = eta lambda`) is about -4 per
     step, twice the first-order damping). The order statement, like the direction's, holds
     where the map is near the identity; the tests check it there (centre orthogonal to the
-    critical directions). Measured on `mlp-digits` (README, "Rod order and catapult timing"):
-    with the flows started after the catapult from initialisation it tracks GD's centre and loss
+    critical directions). Measured on `mlp-digits` (docs, benchmarks: "Rod order and catapult
+    timing"): with the flows started after the catapult from initialisation it tracks GD's centre and loss
     spikes better than `order=1`, from step 0 it does not, and it costs about 9 times the
     gradient evaluations; the default stays `order=1`.
 
     **Integration.** Default: explicit Euler with `dt = 0.5` (4 gradient evaluations per GD
-    step), measured as accurate as Tsit5 on `mlp-digits` (see README and
+    step), measured as accurate as Tsit5 on `mlp-digits` (docs, benchmarks: "Flagship run";
     `benchmarks/results/`). `v` is renormalised inside the vector field, so solver drift off the
     unit sphere is harmless; `order=2`: Tsit5, `rtol 1e-6`, `atol 1e-9`.
     State: [`RodState`][] `(centre, log_rho, direction, nu)`.
