@@ -33,6 +33,7 @@ from ._registry import make_map as make_map
 from ._registry import register_flow as register_flow
 from ._result import Comparison as Comparison
 from ._result import SweepResult as SweepResult
+from ._result import load as load
 from ._settings import Settings as Settings
 from ._spectrum import top_eigenpairs as top_eigenpairs
 from .flows import AbstractFlow as AbstractFlow

@@ -25,7 +25,8 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot continue this run (one-line message naming the file)."""
 
 
-RUN_FILES = ("metrics.json", "series.npz", "compare.png", "sweep.json", "sweep.png", "checkpoint.npz")
+RUN_FILES = ("metrics.json", "series.npz", "params.npz", "compare.png", "sweep.json", "runs.json",
+             "sweep.png", "checkpoint.npz")
 
 
 def _clean(obj):
@@ -69,6 +70,8 @@ def write_json(path: str | Path, obj) -> None:
 
 
 def write_series(path: str | Path, series: dict[str, dict[str, np.ndarray]]) -> None:
+    """`{run: {key: array}}` into one compressed npz, as `"run/key"` entries (the run label may
+    hold a `/`, the key may not)."""
     flat = {f"{run}/{key}": np.asarray(v) for run, d in series.items() for key, v in d.items()}
     with atomic(path) as f:
         np.savez_compressed(f, **flat)
@@ -80,10 +83,11 @@ def write_figure(path: str | Path, fig) -> None:
 
 
 def read_series(path: str | Path) -> dict[str, dict[str, np.ndarray]]:
+    """Inverse of `write_series` (runs in the order they were written)."""
     out: dict[str, dict[str, np.ndarray]] = {}
     with np.load(path) as z:
         for k in z.files:
-            run, key = k.split("/", 1)
+            run, key = k.rsplit("/", 1)
             out.setdefault(run, {})[key] = z[k]
     return out
 

@@ -4,9 +4,12 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import zipfile
 from pathlib import Path
 from typing import Any
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -35,8 +38,12 @@ class Comparison:
       steps `k = 0..N`: `step`, `loss` (GD's loss, or the flow's predicted GD loss),
       `rel_dist` (flows), `sharpness_step` and `sharpness`, and extras such as the rod's `rho`.
     - `final`: per run, the parameters (as a pytree like `params0`) at step `N`: GD's iterate
-      `x_N`, the flows' centres.
+      `x_N`, the flows' centres. From [`rodflow.load`][]: flat numpy vectors instead
+      (`problem.unravel(jnp.asarray(v))` rebuilds the pytree).
     - `snapshots`: per run, `(steps, flat parameter vectors)` every `save_every` steps.
+
+    `save(out)` writes `metrics.json`, `series.npz`, `params.npz` (the final parameters and the
+    snapshots, flat) and `compare.png`; [`rodflow.load`][] reads them back.
     """
 
     problem: str
@@ -59,6 +66,7 @@ class Comparison:
         out.mkdir(parents=True, exist_ok=True)
         _io.write_json(out / "metrics.json", self.metrics)
         _io.write_series(out / "series.npz", self.series)
+        _io.write_series(out / "params.npz", _params_arrays(self))
         if figure:
             from .plot import plot_comparison
 
@@ -75,6 +83,11 @@ class SweepResult:
       `eos_onset_step` and the per-flow metrics of `metrics.json`).
     - `runs`: one [`rodflow.Comparison`][] per grid point (series, final parameters), in the
       order of `metrics["runs"]` (seeds outer, step sizes inner).
+
+    `save(out)` writes `sweep.json` (the metrics), `runs.json` (each grid point's own metrics
+    but its `flows`, which are in `sweep.json`), `series.npz` and `params.npz` (each grid point's
+    series and flat parameters, entries prefixed by its index: `"3/rod/loss"`) and `sweep.png`;
+    [`rodflow.load`][] reads them back.
     """
 
     metrics: dict[str, Any]
@@ -107,11 +120,128 @@ class SweepResult:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         _io.write_json(out / "sweep.json", self.metrics)
+        _io.write_json(out / "runs.json", [{k: v for k, v in c.metrics.items() if k != "flows"}
+                                           for c in self.runs])
+        _io.write_series(out / "series.npz", {f"{g}/{name}": s for g, c in enumerate(self.runs)
+                                              for name, s in c.series.items()})
+        _io.write_series(out / "params.npz", {f"{g}/{name}": s for g, c in enumerate(self.runs)
+                                              for name, s in _params_arrays(c).items()})
         if figure:
             from .plot import plot_sweep
 
             plot_sweep(self, out / "sweep.png")
         return out
+
+
+def _flat(params) -> np.ndarray:
+    """A parameter pytree as the flat vector `Problem.ravel` makes (its float leaves in tree
+    order), on the host; a flat vector stays as it is."""
+    leaves = jax.tree.leaves(eqx.filter(params, eqx.is_inexact_array))
+    return np.concatenate([np.ravel(np.asarray(leaf)) for leaf in leaves]) if leaves else np.zeros(0)
+
+
+def _params_arrays(c: Comparison) -> dict[str, dict[str, np.ndarray]]:
+    """`{run: {"final": flat vector, "snapshot_steps": ..., "snapshots": ...}}` for `params.npz`."""
+    out: dict[str, dict[str, np.ndarray]] = {name: {"final": _flat(p)} for name, p in c.final.items()}
+    for name, (steps, snaps) in c.snapshots.items():
+        out.setdefault(name, {}).update(snapshot_steps=np.asarray(steps), snapshots=np.asarray(snaps))
+    return out
+
+
+def load(run_dir: str | Path) -> Comparison | SweepResult:
+    """Read back a run folder written by [`rodflow.compare`][] / [`rodflow.sweep`][] (with `out=`,
+    or `rodflow compare/sweep --out DIR`) or by `.save(out)`.
+
+    **Arguments:**
+
+    - `run_dir`: the folder. It is a `compare` run if it holds `metrics.json`, a `sweep` run if it
+      holds `sweep.json`.
+
+    **Returns:**
+
+    - For `metrics.json`: a [`rodflow.Comparison`][] from `metrics.json` and `series.npz`.
+    - For `sweep.json`: a [`rodflow.SweepResult`][] from `sweep.json`, `runs.json` and
+      `series.npz`, one `Comparison` per grid point.
+
+    `metrics` is what is on disk: the JSON of the original (numpy numbers as Python numbers,
+    tuples as lists, non-finite floats as `None`). `final` and `snapshots` come from
+    `params.npz` as flat numpy vectors (`problem.unravel(jnp.asarray(v))` rebuilds the pytree); a
+    folder without `params.npz` (written before it existed) gives empty `final` and `snapshots`.
+    The figures and `checkpoint.npz` are not read.
+
+    **Raises:** `ValueError` (one line, naming the folder or file) if the folder is missing, holds
+    neither run, or a file it needs is missing or unreadable.
+    """
+    path = Path(run_dir)
+    if not path.exists():
+        raise ValueError(f"run folder {path} does not exist.")
+    if not path.is_dir():
+        raise ValueError(f"{path} is a file, not a run folder (one with metrics.json or sweep.json).")
+    kinds = [name for name in ("metrics.json", "sweep.json") if (path / name).is_file()]
+    if len(kinds) == 2:
+        raise ValueError(f"{path} holds both metrics.json and sweep.json, so its series.npz belongs to "
+                         "only one of them; keep one run per folder.")
+    if not kinds:
+        extra = (" (checkpoint.npz is there: the run did not finish; continue it with resume=True, "
+                 "--resume)") if (path / "checkpoint.npz").exists() else ""
+        raise ValueError(f"{path} is not a run folder: it holds neither metrics.json (rodflow.compare) "
+                         f"nor sweep.json (rodflow.sweep){extra}.")
+    needed = ["series.npz"] if kinds[0] == "metrics.json" else ["runs.json", "series.npz"]
+    missing = [name for name in needed if not (path / name).is_file()]
+    if missing:
+        raise ValueError(f"{path} holds {kinds[0]} but not {' or '.join(missing)}, which loading needs "
+                         "(written by .save of this rodflow); run it again to write them.")
+    try:
+        return _load(path, kinds[0])
+    except (KeyError, IndexError, TypeError, AttributeError) as e:
+        raise ValueError(f"{path} does not hold a rodflow run as this version writes it "
+                         f"({type(e).__name__}: {e}); run it again.") from e
+
+
+def _load(path: Path, kind: str) -> Comparison | SweepResult:
+    if kind == "metrics.json":
+        return _comparison(_read(path / "metrics.json"), _read(path / "series.npz"),
+                           _read(path / "params.npz") if (path / "params.npz").is_file() else {})
+    metrics, per_run = _read(path / "sweep.json"), _read(path / "runs.json")
+    series = _by_index(path / "series.npz")
+    params = _by_index(path / "params.npz") if (path / "params.npz").is_file() else {}
+    n = len(metrics.get("runs", []))
+    if not (len(per_run) == len(series) == n and set(series) == set(range(n))):
+        raise ValueError(f"{path}: sweep.json has {n} grid points but runs.json {len(per_run)} and "
+                         f"series.npz {len(series)}; the files are from different runs.")
+    runs = [_comparison({**per_run[g], "flows": metrics["runs"][g]["flows"]}, series[g], params.get(g, {}))
+            for g in range(n)]
+    return SweepResult(metrics, runs)
+
+
+def _read(file: Path):
+    """A JSON file or an npz of series (`read_series`), or a one-line `ValueError` naming it."""
+    try:
+        if file.suffix == ".json":
+            return json.loads(file.read_text())
+        return _io.read_series(file)
+    except (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile) as e:
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise ValueError(f"{file} is unreadable ({type(e).__name__}: {first}).") from e
+
+
+def _by_index(file: Path) -> dict[int, dict[str, dict]]:
+    """A sweep's npz, `{"g/run": d}`, as `{g: {run: d}}`."""
+    out: dict[int, dict[str, dict]] = {}
+    for key, d in _read(file).items():
+        g, _, run = key.partition("/")
+        if not (g.isdigit() and run):
+            raise ValueError(f"{file} is not a sweep's file: entry {key!r} does not start with a grid "
+                             "index (\"3/rod/loss\").")
+        out.setdefault(int(g), {})[run] = d
+    return out
+
+
+def _comparison(metrics: dict, series: dict, params: dict) -> Comparison:
+    final = {name: d["final"] for name, d in params.items() if "final" in d}
+    snapshots = {name: (d["snapshot_steps"], d["snapshots"]) for name, d in params.items()
+                 if "snapshots" in d}
+    return Comparison(metrics["problem"], metrics["lr"], metrics["steps"], metrics, series, final, snapshots)
 
 
 def _fmt(v) -> str:

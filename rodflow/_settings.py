@@ -72,8 +72,9 @@ class Settings:
       the rod's noise floor is derived from the machine epsilon, so a run in TF32 would simulate
       another optimiser. CPUs compute in full precision whatever the setting. Recorded in
       `metrics.json`.
-    - `out`: directory for the results (`metrics.json` / `sweep.json`, `series.npz`, the figure)
-      and the checkpoint; `None` writes nothing.
+    - `out`: directory for the results (`metrics.json` / `sweep.json` and `runs.json`,
+      `series.npz`, `params.npz`, the figure; [`rodflow.load`][] reads them back) and the
+      checkpoint; `None` writes nothing.
     - `resume`: continue from `out/checkpoint.npz` if it exists (same settings required).
     - `overwrite`: replace the run already in `out`. Without `resume` or `overwrite`, a folder
       that holds an earlier run is refused before anything is computed.

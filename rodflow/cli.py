@@ -1,4 +1,5 @@
-"""Command line: `rodflow compare ...`, `rodflow sweep ...` (and `rodflow problems`).
+"""Command line: `rodflow compare ...`, `rodflow sweep ...`, `rodflow plot RUN_DIR` (and
+`rodflow problems`).
 
 Every option comes from the library: the run settings from [`rodflow.Settings`][], the
 optimisers and their hyper-parameters from `rodflow.MAPS`, the flows and their configuration
@@ -209,6 +210,30 @@ def _cmd_sweep(args, extra) -> int:
     return _report(sweep(problem, lrs=lrs, seeds=seeds, devices=args.devices, **kw), out, "sweep.json", args)
 
 
+def _cmd_plot(args, extra) -> int:
+    """Redraw the figure of a run folder (`compare` or `sweep`) from its saved files."""
+    from ._result import Comparison, load
+    from .plot import plot_comparison, plot_sweep
+
+    result = load(args.run_dir)
+    is_compare = isinstance(result, Comparison)
+    default = args.run_dir / ("compare.png" if is_compare else "sweep.png")
+    target = args.out if args.out is not None else default
+    if target.is_dir():
+        raise ValueError(f"`--out` ({target}) is a folder; give a file path such as {target / default.name}.")
+    if target.exists() and not args.overwrite:
+        raise ValueError(f"{target} already exists; pass --overwrite to replace it"
+                         + ("" if args.out is not None else " or --out PATH to write elsewhere") + ".")
+    if not target.parent.is_dir():
+        raise ValueError(f"`--out` ({target}): the folder {target.parent} does not exist.")
+    try:
+        (plot_comparison if is_compare else plot_sweep)(result, target)
+    except OSError as e:
+        raise ValueError(f"cannot write {target} ({e.strerror or e}).") from e
+    print(f"wrote {target}")
+    return 0
+
+
 def _cmd_problems(args, extra) -> int:
     from . import problems
     from .problems._registry import _lookup, options
@@ -239,6 +264,15 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--devices", type=int, default=None, help="devices to shard over (default all)")
     _add_library_options(sw)
     sw.set_defaults(func=_cmd_sweep)
+    pl = sub.add_parser("plot", help="redraw the figure of a run folder written by compare or sweep",
+                        description="Reads the folder's metrics.json or sweep.json and its series "
+                                    "(rodflow.load) and draws the figure again.")
+    pl.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a folder written by compare or sweep")
+    pl.add_argument("--out", type=Path, default=None,
+                    help="figure file (default RUN_DIR/compare.png or RUN_DIR/sweep.png); its suffix "
+                         "picks the format")
+    pl.add_argument("--overwrite", action="store_true", help="replace the figure file if it exists")
+    pl.set_defaults(func=_cmd_plot)
     pr = sub.add_parser("problems", help="list built-in problems and their options")
     pr.set_defaults(func=_cmd_problems)
     return p
