@@ -46,10 +46,19 @@ class FlowCarry(NamedTuple):
     U: Any  # eigenvector warm start (flows that measure the sharpness by an eigensolver)
     y_final: Any  # the state at the last counted step
     num_steps: Any  # solver steps taken so far (cost accounting)
+    frozen: Any  # the flow failed or became non-finite: it no longer advances (see flow_chunk)
 
 
 def _where(pred, new, old):
     return jax.tree.map(lambda a, b: jnp.where(pred, a, b), new, old)
+
+
+def _nan_like(tree):
+    return jax.tree.map(lambda a: jnp.full_like(a, jnp.nan), tree)
+
+
+def _all_finite(tree):
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in jax.tree.leaves(tree)]))
 
 
 def _norm(x):
@@ -143,7 +152,7 @@ def flow_chunk(flow: AbstractFlow, args: FlowArgs, carry: FlowCarry, k0, n_last,
         return obs
 
     def block(state, b):
-        y, U, y_final, num_steps = state
+        y, U, y_final, num_steps, frozen = state
         kb = k0 + b * every
         sharp, U = flow.sharpness(y, args, U, jnp.asarray(kb, dtype), method=eig.method,
                                   max_iters=eig.max_iters)
@@ -151,15 +160,18 @@ def flow_chunk(flow: AbstractFlow, args: FlowArgs, carry: FlowCarry, k0, n_last,
         t0 = jnp.asarray(kb, dtype)
         if start_step:  # the warm-started flow exists from `start_step` on
             t0 = jnp.clip(jnp.asarray(start_step, dtype), t0, t0 + every)
-        ts = jnp.maximum(jnp.asarray(kb, dtype) + jnp.arange(every, dtype=dtype), t0)
-        t_last = jnp.clip(jnp.asarray(n_last, dtype), t0, kb + every)
+        # a frozen flow is a zero-length solve: under `vmap` it no longer holds the grid's
+        # solver loop (an adaptive solver on a diverged state would run to its step cap)
+        t1 = jnp.where(frozen, t0, jnp.asarray(kb + every, dtype))
+        ts = jnp.clip(jnp.asarray(kb, dtype) + jnp.arange(every, dtype=dtype), t0, t1)
+        t_last = jnp.clip(jnp.asarray(n_last, dtype), t0, t1)
         saveat = diffrax.SaveAt(subs=[
             diffrax.SubSaveAt(ts=ts, fn=observe),
             diffrax.SubSaveAt(ts=t_last[None]),
             diffrax.SubSaveAt(t1=True),
         ])
         sol = diffrax.diffeqsolve(
-            term, flow.solver, t0=t0, t1=jnp.asarray(kb + every, dtype), dt0=flow.dt, y0=y,
+            term, flow.solver, t0=t0, t1=t1, dt0=flow.dt, y0=y,
             args=(args, ms, kb), saveat=saveat, stepsize_controller=controller,
             max_steps=flow.max_steps(every), throw=False,
         )
@@ -167,19 +179,25 @@ def flow_chunk(flow: AbstractFlow, args: FlowArgs, carry: FlowCarry, k0, n_last,
         y1 = jax.tree.map(lambda a: a[-1], y1)
         y_at_last = jax.tree.map(lambda a: a[0], y_at_last)
         in_block = (n_last >= kb) & (n_last <= kb + every)
-        y_final = _where(in_block, y_at_last, y_final)
-        # A failed solve (e.g. the state became non-finite) poisons the rest of the run.
-        failed = sol.result != diffrax.RESULTS.successful
-        y1 = jax.tree.map(lambda a: jnp.where(failed, jnp.nan, a), y1)
+        y_final = _where(in_block, _where(frozen, _nan_like(y_at_last), y_at_last), y_final)
+        # A failed solve (e.g. the state became non-finite) ends the flow: what it records from
+        # there on is non-finite, and its state is frozen at the last finite block start (a
+        # finite state keeps every batched loop of the frozen lane short; it is never reported).
+        failed = (sol.result != diffrax.RESULTS.successful) & ~frozen
         recs = jax.tree.map(lambda a: jnp.where(failed & ~jnp.isfinite(a), jnp.inf, a), recs)
+        recs = jax.tree.map(lambda a: jnp.where(frozen, jnp.nan, a), recs)
+        now_frozen = frozen | failed | ~_all_finite(y1)
+        y1 = _where(now_frozen, y, y1)
+        sharp = jnp.where(frozen, jnp.nan, sharp)
         out = {"sharpness": sharp, "snapshot": args.params(flow.centre(y)) if snapshots else None,
-               "solver_result": sol.result._value}
-        return (y1, U, y_final, num_steps + sol.stats["num_steps"]), (recs, out)
+               "solver_result": jnp.where(frozen, diffrax.RESULTS.successful._value, sol.result._value)}
+        return (y1, U, y_final, num_steps + sol.stats["num_steps"], now_frozen), (recs, out)
 
-    (y, U, y_final, num_steps), (recs, per_block) = jax.lax.scan(block, tuple(carry), jnp.arange(n_blocks))
+    (y, U, y_final, num_steps, frozen), (recs, per_block) = jax.lax.scan(block, tuple(carry),
+                                                                          jnp.arange(n_blocks))
     if not snapshots:
         del per_block["snapshot"]
-    return FlowCarry(y, U, y_final, num_steps), _merge(recs), per_block
+    return FlowCarry(y, U, y_final, num_steps, frozen), _merge(recs), per_block
 
 
 # ---------------------------------------------------------------------------------------------
@@ -202,7 +220,7 @@ def grid_flow_init(flow: AbstractFlow, problem: Problem, opt_map: AbstractMap, l
                    start_step: int) -> FlowCarry:
     def one(lr_, x_, z_):
         y0 = flow.init(x_, flow_args(problem, opt_map, lr_, z_, start_step))
-        return FlowCarry(y0, U0, y0, jnp.zeros((), jnp.int32))
+        return FlowCarry(y0, U0, y0, jnp.zeros((), jnp.int32), jnp.zeros((), bool))
 
     return jax.vmap(one)(lr, x0, z_start)
 

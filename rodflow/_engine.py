@@ -22,7 +22,7 @@ from .flows import AbstractFlow
 
 # Bumped whenever the layout of the carries changes, so that an older checkpoint is refused
 # with a clear message instead of being loaded into the wrong places.
-CHECKPOINT_FORMAT = 2
+CHECKPOINT_FORMAT = 3
 
 _COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration",
                    "/jax/core/compile/jaxpr_to_mlir_module_duration",

@@ -236,6 +236,21 @@ def test_solver_step_limit_is_not_reported_as_divergence():
     assert r.metrics["flows"]["discrete"]["diverged_at"] is not None  # GD itself does diverge (lr*30 > 2)
 
 
+def test_a_stopped_grid_point_is_frozen_and_does_not_hold_the_others():
+    # lr 50 stops the stiff gradient flow at its step limit; afterwards that grid point is frozen
+    # (zero-length solves), so it costs at most one block at the cap, and the healthy grid
+    # point beside it does exactly the work it does alone
+    quad, stable = rodflow.problems.get("quadratic"), rodflow.StableFlow()
+    kw = dict(steps=60, flows={"stable": stable}, sharpness_every=10, figure=False, progress=False)
+    grid = rodflow.sweep(quad, lrs=[0.02, 50.0], **kw).metrics["runs"]
+    alone = rodflow.compare(quad, lr=0.02, **kw).metrics["flows"]["stable"]
+    healthy, stopped = grid[0]["flows"]["stable"], grid[1]["flows"]["stable"]
+    assert healthy["rhs_evals"] == alone["rhs_evals"] and "solver_stopped_at" not in healthy
+    assert stopped["solver_result"] == "max_steps_reached"
+    blocks_run = stopped["solver_stopped_at"] // 10 + 1
+    assert stopped["rhs_evals"] <= blocks_run * stable.max_steps(10) * stable.evals_per_step()
+
+
 @pytest.mark.parametrize("args,needle", [
     (["--optimizer", "heavy-ball", "--beta", "1.5"], "'heavy-ball': `beta` must be a number in [0, 1)"),
     (["--optimizer", "adam", "--eps", "-1"], "optimizer 'adam': `eps` must be a number >= 0, got -1.0"),
