@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import tempfile
 import zipfile
 from pathlib import Path
@@ -27,6 +28,10 @@ class CheckpointError(ValueError):
 
 RUN_FILES = ("metrics.json", "series.npz", "params.npz", "compare.png", "sweep.json", "runs.json",
              "sweep.png", "checkpoint.npz")
+# The records of every chunk so far, one file per chunk, beside `checkpoint.npz` (which holds the
+# settings, the carries and how many chunks are done): a checkpoint appends one file per chunk
+# instead of rewriting everything recorded so far.
+CHUNKS_DIR = "checkpoint.chunks"
 
 
 def _clean(obj):
@@ -121,30 +126,49 @@ def prepare_out(out: Path, *, resume: bool, overwrite: bool) -> None:
     except OSError as e:
         reason = e.strerror or e
         raise ValueError(f"`out` ({out}) is not a writable folder ({reason}); give another path.") from e
-    for stale in out.glob(".*.tmp"):  # left by a process killed while it was writing
-        if any(stale.name.startswith(f".{name}.") for name in RUN_FILES):
+    for stale in [*out.glob(".*.tmp"), *(out / CHUNKS_DIR).glob(".*.tmp")]:  # a process killed mid-write
+        if stale.parent.name == CHUNKS_DIR or any(stale.name.startswith(f".{name}.") for name in RUN_FILES):
             stale.unlink()
-    found = [name for name in RUN_FILES if (out / name).exists()]
+    found = [name for name in (*RUN_FILES, CHUNKS_DIR) if (out / name).exists()]
     if found and overwrite:
         for name in found:
-            (out / name).unlink()
+            if name == CHUNKS_DIR:
+                shutil.rmtree(out / name)
+            else:
+                (out / name).unlink()
     elif found and not (resume and "checkpoint.npz" in found):
         raise ValueError(f"`out` ({out}) already holds a run ({', '.join(found)}); pass resume=True "
                          "(--resume) to continue it or overwrite=True (--overwrite) to replace it.")
 
 
+def _chunk_file(path: Path, i: int) -> Path:
+    return path.parent / CHUNKS_DIR / f"{i:06d}.npz"
+
+
 def save_checkpoint(path: Path, config: dict, next_chunk: int, carries, records, blocks) -> None:
     """Everything needed to continue a run after chunk `next_chunk - 1`, written atomically;
-    `config` is every setting that changes a number (compared on resume)."""
+    `config` is every setting that changes a number (compared on resume).
+
+    The records of chunk `next_chunk - 1` (and of any earlier chunk whose file is missing) go
+    into their own file under `checkpoint.chunks/`, written before `path`, which holds the
+    settings, the carries and `next_chunk`: a checkpoint costs one chunk's records, not all of
+    them, and `path` never names a chunk whose file is not complete."""
+    (path.parent / CHUNKS_DIR).mkdir(exist_ok=True)
+    for i in range(next_chunk):
+        chunk_path = _chunk_file(path, i)
+        if i < next_chunk - 1 and chunk_path.exists():
+            continue
+        arrays = {}
+        for kind, src in (("rec", records), ("blk", blocks)):
+            for name, chunks in src.items():
+                for key, value in chunks[i].items():
+                    arrays[f"{kind}/{name}/{key}"] = np.asarray(value)
+        with atomic(chunk_path) as f:
+            np.savez(f, **arrays)
     arrays = {"__config__": np.asarray(_canonical(config)), "__next_chunk__": np.asarray(next_chunk)}
     for name, carry in carries.items():
         for i, leaf in enumerate(jax.tree.leaves(carry)):
             arrays[f"carry/{name}/{i}"] = np.asarray(leaf)
-    for kind, src in (("rec", records), ("blk", blocks)):
-        for name, chunks in src.items():
-            for i, chunk in enumerate(chunks):
-                for key, value in chunk.items():
-                    arrays[f"{kind}/{name}/{i}/{key}"] = np.asarray(value)
     with atomic(path) as f:
         np.savez(f, **arrays)
 
@@ -193,11 +217,12 @@ def _read_checkpoint(z, path, config, template_carries):
         carries[name] = jax.tree.unflatten(treedef, [jax.numpy.asarray(a) for a in new])
     records = {name: [] for name in template_carries}
     blocks = {name: [] for name in template_carries}
-    for k in z.files:
-        if k.startswith(("rec/", "blk/")):
-            kind, name, i, key = k.split("/", 3)
-            target = records if kind == "rec" else blocks
-            while len(target[name]) <= int(i):
+    for i in range(next_chunk):
+        for target in (records, blocks):
+            for name in target:
                 target[name].append({})
-            target[name][int(i)][key] = z[k]
+        with np.load(_chunk_file(path, i)) as c:
+            for k in c.files:
+                kind, name, key = k.split("/", 2)
+                (records if kind == "rec" else blocks)[name][i][key] = c[k]
     return next_chunk, carries, records, blocks

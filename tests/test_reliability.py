@@ -84,6 +84,8 @@ def test_failed_write_keeps_the_previous_checkpoint_and_leaves_no_debris(tmp_pat
     p = rodflow.problems.get("eos-toy")
     _interrupted_run(tmp_path, monkeypatch)
     before = (tmp_path / "checkpoint.npz").read_bytes()
+    chunks_before = sorted(f.name for f in (tmp_path / "checkpoint.chunks").iterdir())
+    assert chunks_before == ["000000.npz"]  # one file per finished chunk
 
     def full_disk(*args, **kwargs):
         raise OSError(28, "No space left on device")
@@ -92,7 +94,8 @@ def test_failed_write_keeps_the_previous_checkpoint_and_leaves_no_debris(tmp_pat
     with pytest.raises(OSError, match="No space left"):
         rodflow.compare(p, lr=0.4, steps=100, chunk=20, out=tmp_path, resume=True)
     assert (tmp_path / "checkpoint.npz").read_bytes() == before
-    assert sorted(f.name for f in tmp_path.iterdir()) == ["checkpoint.npz"]
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["checkpoint.chunks", "checkpoint.npz"]
+    assert sorted(f.name for f in (tmp_path / "checkpoint.chunks").iterdir()) == chunks_before
 
 
 @pytest.mark.parametrize("garble", [lambda b: b[: len(b) // 2], lambda b: b"garbage" * 10])
@@ -103,6 +106,14 @@ def test_unreadable_checkpoint_is_one_line_error(tmp_path, monkeypatch, garble, 
     code = main(["compare", *TOY, "--steps", "100", "--chunk", "20", "--out", str(tmp_path), "--resume"])
     err = capsys.readouterr().err
     assert code == 2 and "checkpoint.npz is unreadable" in err and len(err.strip().splitlines()) == 1
+
+
+def test_missing_chunk_file_is_one_line_error(tmp_path, monkeypatch):
+    _interrupted_run(tmp_path, monkeypatch)
+    (tmp_path / "checkpoint.chunks" / "000000.npz").unlink()
+    with pytest.raises(_io.CheckpointError, match="checkpoint.npz is unreadable .*FileNotFoundError") as e:
+        rodflow.compare(rodflow.problems.get("eos-toy"), lr=0.4, steps=100, chunk=20, out=tmp_path, resume=True)
+    assert len(str(e.value).splitlines()) == 1
 
 
 @pytest.mark.parametrize("out,needle", [("FILE", "is a file"), ("/proc/x", "not a writable folder")])
