@@ -205,6 +205,19 @@ def flow_chunk(flow: AbstractFlow, args: FlowArgs, carry: FlowCarry, k0, n_last,
 # op by op (not compiled): compiling them would fuse their arithmetic differently and move the
 # start by a rounding error, which the EoS dynamics then amplify over thousands of steps.
 # ---------------------------------------------------------------------------------------------
+def over_grid(fn, *grids):
+    """`jax.vmap(fn)(*grids)` over the leading grid axis; a grid of one point is run unbatched
+    and given its grid axis back: its `lax.cond`s then evaluate only the branch they take (under
+    `vmap` both run). Used for the flows' chunks; the discrete run and the initial states stay
+    `vmap`ped, which keeps the discrete run bit-identical to earlier versions (unbatched, XLA
+    fuses it differently: same arithmetic, rounding-level differences)."""
+    sizes = {a.shape[0] for a in jax.tree.leaves(grids)}
+    if sizes == {1}:
+        out = fn(*jax.tree.map(lambda a: a[0], grids))
+        return jax.tree.map(lambda a: jnp.expand_dims(a, 0), out)
+    return jax.vmap(fn)(*grids)
+
+
 def grid_discrete_init(problem: Problem, opt_map: AbstractMap, lr, x0, U0) -> DiscreteCarry:
     return jax.vmap(lambda lr_, x_: discrete_init(problem, opt_map, lr_, x_, U0))(lr, x0)
 
@@ -239,4 +252,4 @@ def grid_flow_chunk(flow: AbstractFlow, problem: Problem, opt_map: AbstractMap, 
     def one(lr_, c_, m_):
         return flow_chunk(flow, FlowArgs(problem, lr_, opt_map), c_, k0, n_last, m_, **kw)
 
-    return jax.vmap(one)(lr, carry, centres)
+    return over_grid(one, lr, carry, centres)

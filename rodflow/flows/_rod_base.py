@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 
-from .._lax import select_gated
+from .._lax import branch
 from ._base import AbstractFlow, FlowArgs
 
 
@@ -62,8 +62,8 @@ class AbstractRodFlow(AbstractFlow):
 
     Below `rho_switch` (default `sqrt(eps) (1 + |c|)`) the finite differences lose accuracy and
     their exact limits `f(c)` and `J_f(c) v` (a Jacobian- or Hessian-vector product) are used
-    ([`rod_average`][]; both branches are gated, so under `vmap` each runs only when some lane
-    needs it).
+    ([`rod_average`][]; a `lax.cond`: a single run evaluates only the branch it takes, the lanes
+    of a sweep evaluate both and select).
 
     **Noise floor.** Floating-point GD never oscillates less than its rounding noise, which
     seeds the EoS instability. When `s <= log(eps_floor |c|)` and `ds/dt < 0`, `ds/dt` is set
@@ -95,8 +95,7 @@ class AbstractRodFlow(AbstractFlow):
             return (jax.tree.map(lambda p, m: 0.5 * (p + m), fp, fm),
                     jax.tree.map(lambda p, m: (p - m) / (2.0 * rho), fp, fm))
 
-        return select_gated(rho > rho_switch_at(c, self.rho_switch), finite,
-                            lambda: jax.jvp(fn, (c,), (v,)))
+        return branch(rho > rho_switch_at(c, self.rho_switch), finite, lambda: jax.jvp(fn, (c,), (v,)))
 
     @abc.abstractmethod
     def _point(self, y, x):
