@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from ._lax import GRID_AXIS
 from ._maps import AbstractMap
 from ._problem import Problem
 from ._settings import EigConfig
@@ -206,16 +207,16 @@ def flow_chunk(flow: AbstractFlow, args: FlowArgs, carry: FlowCarry, k0, n_last,
 # start by a rounding error, which the EoS dynamics then amplify over thousands of steps.
 # ---------------------------------------------------------------------------------------------
 def over_grid(fn, *grids):
-    """`jax.vmap(fn)(*grids)` over the leading grid axis; a grid of one point is run unbatched
-    and given its grid axis back: its `lax.cond`s then evaluate only the branch they take (under
-    `vmap` both run). Used for the flows' chunks; the discrete run and the initial states stay
+    """`jax.vmap(fn)(*grids)` over the leading grid axis (named `GRID_AXIS`, for
+    `rodflow._lax.branch`); a grid of one point is run unbatched and given its grid axis back.
+    Used for the flows' chunks; the discrete run and the initial states stay
     `vmap`ped, which keeps the discrete run bit-identical to earlier versions (unbatched, XLA
     fuses it differently: same arithmetic, rounding-level differences)."""
     sizes = {a.shape[0] for a in jax.tree.leaves(grids)}
     if sizes == {1}:
         out = fn(*jax.tree.map(lambda a: a[0], grids))
         return jax.tree.map(lambda a: jnp.expand_dims(a, 0), out)
-    return jax.vmap(fn)(*grids)
+    return jax.vmap(fn, axis_name=GRID_AXIS)(*grids)
 
 
 def grid_discrete_init(problem: Problem, opt_map: AbstractMap, lr, x0, U0) -> DiscreteCarry:

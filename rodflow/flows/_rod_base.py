@@ -62,8 +62,8 @@ class AbstractRodFlow(AbstractFlow):
 
     Below `rho_switch` (default `sqrt(eps) (1 + |c|)`) the finite differences lose accuracy and
     their exact limits `f(c)` and `J_f(c) v` (a Jacobian- or Hessian-vector product) are used
-    ([`rod_average`][]; a `lax.cond`: a single run evaluates only the branch it takes, the lanes
-    of a sweep evaluate both and select).
+    ([`rod_average`][]; a single run evaluates only the branch it takes, a sweep both only while
+    its lanes disagree).
 
     **Noise floor.** Floating-point GD never oscillates less than its rounding noise, which
     seeds the EoS instability. When `s <= log(eps_floor |c|)` and `ds/dt < 0`, `ds/dt` is set
