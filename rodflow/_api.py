@@ -57,6 +57,7 @@ def _compare(problem: Problem, lr, flows, optimizer, settings: Settings) -> Comp
     flows_, opt_map = _prepare(problem, flows, optimizer, settings)
     x0 = problem.x0
     start, auto = _start_step(problem, opt_map, settings, [float(lr)], x0[None], grid=False)
+    settings = settings.fitted(1, problem.dim, np.dtype(x0.dtype).itemsize)
     config = _config(problem, opt_map, flows_, settings, start, [x0], lr=float(lr))
     run = run_grid(problem, opt_map, flows_, jnp.asarray([lr], x0.dtype), x0[None], settings, start,
                    config=config, desc=f"{problem.name} lr={lr:g}")
@@ -114,6 +115,7 @@ def _sweep(problem: Problem, lrs: list[float], seeds, flows, optimizer, devices,
     lr_arr = jnp.asarray([grid[i][0] for i in index], problem.dtype)
     x0_arr = jnp.stack([x0s[i // len(lrs)] for i in index])
     place = _placer(n_dev)
+    settings = settings.fitted(len(index) // n_dev, problem.dim, np.dtype(problem.dtype).itemsize)
     config = _config(problem, opt_map, flows_, settings, start, x0s, lrs=lrs, seeds=seed_list, devices=n_dev)
     t0 = time.perf_counter()
     run = run_grid(problem, opt_map, flows_, place(lr_arr), place(x0_arr), settings, start,

@@ -52,6 +52,11 @@ class Settings:
     - `top_k`, `eig_method`, `eig_iters`: eigensolver settings (see [`rodflow.top_eigenpairs`][]).
     - `chunk`: steps per compiled chunk; after each chunk results go to the host (and to
       `out/checkpoint.npz` when `out` is given).
+    - `memory_mb`: device memory (MB) for a chunk's per-step buffers (GD's centre at every step
+      of the chunk, for every grid point, handed to the flows). When `chunk` steps would not fit,
+      the run uses the largest multiple of `sharpness_every` that does (at least one block):
+      a 64-point sweep of a 1M-parameter float32 model fits 8 steps in the default 4096 MB, so it
+      runs one block of 10 per chunk. The chunk does not change the numbers.
     - `save_every`: keep flat parameter snapshots every this many steps (a multiple of
       `sharpness_every`); `None` keeps none.
     - `start_step`: warm start. The flows start at step `K = start_step` from the discrete
@@ -89,6 +94,8 @@ class Settings:
         default="auto", metadata=_help("eigensolver for the sharpness"))
     eig_iters: int = dataclasses.field(default=40, metadata=_help("eigensolver iterations per measurement"))
     chunk: int = dataclasses.field(default=500, metadata=_help("steps per compiled chunk / checkpoint"))
+    memory_mb: float = dataclasses.field(
+        default=4096.0, metadata=_help("device memory (MB) for a chunk's per-step buffers; cuts `chunk` to fit"))
     save_every: int | None = dataclasses.field(default=None,
                                                metadata=_help("keep parameter snapshots every K steps"))
     start_step: int | Literal["auto"] = dataclasses.field(
@@ -117,6 +124,8 @@ class Settings:
                              f"{self.start_step!r}.")
         for name in ("sharpness_every", "chunk", "top_k", "eig_iters"):
             check_positive(name, getattr(self, name), int)
+        if isinstance(self.memory_mb, bool) or not isinstance(self.memory_mb, (int, float)) or not self.memory_mb > 0:
+            raise ValueError(f"`memory_mb` must be a positive number of megabytes, got {self.memory_mb!r}.")
         if self.matmul_precision not in ("highest", "high", "default"):
             raise ValueError(f"`matmul_precision` must be one of highest, high, default, got "
                              f"{self.matmul_precision!r}.")
@@ -143,6 +152,17 @@ class Settings:
                 raise TypeError("missing the run setting `steps` (number of optimiser steps).")
             return cls(**options)
         return dataclasses.replace(settings, **options)
+
+    def fitted(self, grid: int, dim: int, itemsize: int) -> Settings:
+        """These settings with `chunk` cut (to a multiple of `sharpness_every`, at least one
+        block) so that a chunk's per-step device buffers fit in `memory_mb`: the discrete run
+        hands the flows GD's centre at every step of the chunk, `grid x chunk x dim` numbers,
+        counted twice (the scan's stacked output and the flows' copy)."""
+        per_step = 2 * grid * dim * itemsize
+        fits = int(self.memory_mb * 2**20 // per_step)
+        if fits >= self.chunk:
+            return self
+        return dataclasses.replace(self, chunk=max(self.sharpness_every, fits - fits % self.sharpness_every))
 
     # -- derived ---------------------------------------------------------------------------------
     @property

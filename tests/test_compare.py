@@ -186,6 +186,22 @@ def test_chunked_run_equals_single_chunk():
             np.testing.assert_allclose(a.series[run][key], b.series[run][key], rtol=1e-10)
     np.testing.assert_allclose(a.series["rod"]["rel_dist"][1:], b.series["rod"]["rel_dist"][1:],
                                rtol=1e-8)
+    # a memory budget of 25 steps of GD centres (counted twice) cuts the chunk to 20
+    itemsize = np.dtype(p.x0.dtype).itemsize
+    c = rodflow.compare(p, lr=0.5, steps=60, chunk=1000, memory_mb=25 * 2 * itemsize * p.dim / 2**20,
+                        figure=False)
+    assert (a.metrics["chunk"], b.metrics["chunk"], c.metrics["chunk"]) == (70, 20, 20)
+    for run in ("discrete", "stable", "rod"):
+        np.testing.assert_array_equal(b.series[run]["loss"], c.series[run]["loss"])
+
+
+def test_memory_budget_cuts_the_chunk_to_whole_blocks():
+    s = rodflow.Settings(steps=100, chunk=500, memory_mb=1.0)  # 1 MiB
+    assert s.fitted(grid=1, dim=1000, itemsize=8).chunk == 60  # 16,000 bytes a step: 65 fit
+    assert s.fitted(grid=4, dim=10000, itemsize=4).chunk == 10  # not one block fits: one block
+    assert s.fitted(grid=1, dim=10, itemsize=8) is s  # everything fits: unchanged
+    with pytest.raises(ValueError, match="`memory_mb` must be a positive number"):
+        rodflow.Settings(steps=100, memory_mb=0.0)
 
 
 def test_resume_after_interruption_gives_same_numbers(tmp_path, monkeypatch):
