@@ -142,11 +142,18 @@ def flow_chunk(flow: AbstractFlow, args: FlowArgs, carry: FlowCarry, k0, n_last,
     solves, and what they record is masked on the host.
     """
     dtype = centres.dtype
-    term = diffrax.ODETerm(lambda t, y, a: flow.vector_field(t, y, a[0]))
+    def field(t, y, a):
+        # a frozen flow stands still: an adaptive solver then takes a few long steps per block
+        # instead of running to its step cap on a diverged state (and, under `vmap`, holding
+        # every other grid point's solver loop there)
+        dy = flow.vector_field(t, y, a[0])
+        return jax.tree.map(lambda d: jnp.where(a[3], jnp.zeros_like(d), d), dy)
+
+    term = diffrax.ODETerm(field)
     controller = flow.stepsize_controller()
 
     def observe(t, y, a):
-        fargs, ms, kb = a
+        fargs, ms, kb, _ = a
         i = jnp.clip(jnp.round(t - kb).astype(jnp.int32), 0, every - 1)
         obs = {"dist": _norm(fargs.params(flow.centre(y)) - ms[i]), "loss": flow.predicted_loss(y, fargs)}
         obs.update(flow.extras(y, fargs))
@@ -161,10 +168,10 @@ def flow_chunk(flow: AbstractFlow, args: FlowArgs, carry: FlowCarry, k0, n_last,
         t0 = jnp.asarray(kb, dtype)
         if start_step:  # the warm-started flow exists from `start_step` on
             t0 = jnp.clip(jnp.asarray(start_step, dtype), t0, t0 + every)
-        # a frozen flow is a zero-length solve: under `vmap` it no longer holds the grid's
-        # solver loop (an adaptive solver on a diverged state would run to its step cap)
-        t1 = jnp.where(frozen, t0, jnp.asarray(kb + every, dtype))
-        ts = jnp.clip(jnp.asarray(kb, dtype) + jnp.arange(every, dtype=dtype), t0, t1)
+        # the save times stay the same for every grid point (batched ones would turn diffrax's
+        # saves into scatters under `vmap`)
+        t1 = jnp.asarray(kb + every, dtype)
+        ts = jnp.maximum(jnp.asarray(kb, dtype) + jnp.arange(every, dtype=dtype), t0)
         t_last = jnp.clip(jnp.asarray(n_last, dtype), t0, t1)
         saveat = diffrax.SaveAt(subs=[
             diffrax.SubSaveAt(ts=ts, fn=observe),
@@ -173,7 +180,7 @@ def flow_chunk(flow: AbstractFlow, args: FlowArgs, carry: FlowCarry, k0, n_last,
         ])
         sol = diffrax.diffeqsolve(
             term, flow.solver, t0=t0, t1=t1, dt0=flow.dt, y0=y,
-            args=(args, ms, kb), saveat=saveat, stepsize_controller=controller,
+            args=(args, ms, kb, frozen), saveat=saveat, stepsize_controller=controller,
             max_steps=flow.max_steps(every), throw=False,
         )
         recs, y_at_last, y1 = sol.ys

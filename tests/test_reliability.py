@@ -112,7 +112,8 @@ def test_missing_chunk_file_is_one_line_error(tmp_path, monkeypatch):
     _interrupted_run(tmp_path, monkeypatch)
     (tmp_path / "checkpoint.chunks" / "000000.npz").unlink()
     with pytest.raises(_io.CheckpointError, match="checkpoint.npz is unreadable .*FileNotFoundError") as e:
-        rodflow.compare(rodflow.problems.get("eos-toy"), lr=0.4, steps=100, chunk=20, out=tmp_path, resume=True)
+        rodflow.compare(rodflow.problems.get("eos-toy"), lr=0.4, steps=100, chunk=20, out=tmp_path,
+                        resume=True)
     assert len(str(e.value).splitlines()) == 1
 
 
@@ -249,7 +250,7 @@ def test_solver_step_limit_is_not_reported_as_divergence():
 
 def test_a_stopped_grid_point_is_frozen_and_does_not_hold_the_others():
     # lr 50 stops the stiff gradient flow at its step limit; afterwards that grid point is frozen
-    # (zero-length solves), so it costs at most one block at the cap, and the healthy grid
+    # (it stands still), so it costs one block at the cap and little more, and the healthy grid
     # point beside it does exactly the work it does alone
     quad, stable = rodflow.problems.get("quadratic"), rodflow.StableFlow()
     kw = dict(steps=60, flows={"stable": stable}, sharpness_every=10, figure=False, progress=False)
@@ -258,8 +259,11 @@ def test_a_stopped_grid_point_is_frozen_and_does_not_hold_the_others():
     healthy, stopped = grid[0]["flows"]["stable"], grid[1]["flows"]["stable"]
     assert healthy["rhs_evals"] == alone["rhs_evals"] and "solver_stopped_at" not in healthy
     assert stopped["solver_result"] == "max_steps_reached"
+    # one block at the step cap, then the frozen flow stands still: a few long steps a block
     blocks_run = stopped["solver_stopped_at"] // 10 + 1
-    assert stopped["rhs_evals"] <= blocks_run * stable.max_steps(10) * stable.evals_per_step()
+    later_blocks = 6 - blocks_run + 1
+    cap = blocks_run * stable.max_steps(10) + later_blocks * 10
+    assert stopped["rhs_evals"] <= cap * stable.evals_per_step()
 
 
 @pytest.mark.parametrize("args,needle", [
