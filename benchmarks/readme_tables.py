@@ -112,6 +112,25 @@ def rod_timing() -> str:
     return "\n".join(rows)
 
 
+def cost() -> str:
+    d = json.loads((RESULTS / "cost.json").read_text())
+    rows = ["| problem (lr, dtype, params) | GD ms/step | Rod Flow / GD | "
+            "discrete run (sharpness every 10) / GD | gradient flow / GD | Central Flow / GD | "
+            "compile s (discrete, stable, rod, central) | rod d (EoS) | stable d (EoS) | load before |",
+            "|" + "---|" * 10]
+    for key, e in d["runs"].items():
+        c = e["compile_s"]
+        comp = ", ".join(_g(c.get(k), 2) for k in ("discrete", "stable", "rod", "central"))
+        rows.append(f"| {key.replace('/', ', ')} ({e['dim']}) | {_g(e['gd_ms'])} | "
+                    f"{_g(e['rod_over_gd'])} | {_g(e['sharpness_over_gd'])} | "
+                    f"{_g(e.get('stable_over_gd'))} | "
+                    f"{_g(e.get('central_over_gd'))} | {comp} | "
+                    f"{_g(e['accuracy']['rod']['rel_dist_mean_eos'])} | "
+                    f"{_g(e['accuracy'].get('stable', {}).get('rel_dist_mean_eos'))} | "
+                    f"{_g(e['load_avg_1min_before'], 2)} |")
+    return "\n".join(rows)
+
+
 def _optimizers():
     import sys
 
@@ -132,7 +151,7 @@ def optimizers_runs() -> str:
 
 
 TABLES = ("flagship", "eos_tracking", "flows_cost_accuracy", "rod_timing", "optimizers_acceptance",
-          "optimizers_runs")
+          "optimizers_runs", "cost")
 
 
 def _markers(name: str) -> tuple[str, str]:

@@ -95,7 +95,8 @@ class Settings:
     eig_iters: int = dataclasses.field(default=40, metadata=_help("eigensolver iterations per measurement"))
     chunk: int = dataclasses.field(default=500, metadata=_help("steps per compiled chunk / checkpoint"))
     memory_mb: float = dataclasses.field(
-        default=4096.0, metadata=_help("device memory (MB) for a chunk's per-step buffers; cuts `chunk` to fit"))
+        default=4096.0,
+        metadata=_help("device memory (MB) for a chunk's per-step buffers; cuts `chunk` to fit"))
     save_every: int | None = dataclasses.field(default=None,
                                                metadata=_help("keep parameter snapshots every K steps"))
     start_step: int | Literal["auto"] = dataclasses.field(
@@ -124,8 +125,9 @@ class Settings:
                              f"{self.start_step!r}.")
         for name in ("sharpness_every", "chunk", "top_k", "eig_iters"):
             check_positive(name, getattr(self, name), int)
-        if isinstance(self.memory_mb, bool) or not isinstance(self.memory_mb, (int, float)) or not self.memory_mb > 0:
-            raise ValueError(f"`memory_mb` must be a positive number of megabytes, got {self.memory_mb!r}.")
+        mb = self.memory_mb
+        if isinstance(mb, bool) or not isinstance(mb, (int, float)) or not mb > 0:
+            raise ValueError(f"`memory_mb` must be a positive number of megabytes, got {mb!r}.")
         if self.matmul_precision not in ("highest", "high", "default"):
             raise ValueError(f"`matmul_precision` must be one of highest, high, default, got "
                              f"{self.matmul_precision!r}.")

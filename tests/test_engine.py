@@ -165,3 +165,22 @@ def test_matmul_precision_is_set_for_the_whole_run(precision):
                         start_step="auto", **opts)
     assert seen == {precision or "highest"}
     assert r.metrics["matmul_precision"] == (precision or "highest")
+
+
+@pytest.mark.parametrize("xs", [[-1.0, 2.0, -3.0], [1.0, 2.0, 3.0], [-1.0, -2.0, -3.0], [5.0]])
+def test_branch_gives_each_lane_its_own_side(xs):
+    # rod_average's switch: a cond on "some lane needs this side" inside the engine's grid vmap
+    # (named axis), a plain per-lane cond in a user's own vmap, and unbatched for a grid of one
+    import jax
+    import jax.numpy as jnp
+
+    from rodflow._chunks import over_grid
+    from rodflow._lax import branch
+
+    def f(x):
+        return branch(x > 0, lambda: {"v": jnp.sqrt(x)}, lambda: {"v": -x * 10.0})
+
+    x = jnp.asarray(xs)
+    expected = np.where(np.asarray(xs) > 0, np.sqrt(np.abs(xs)), -np.asarray(xs) * 10.0)
+    np.testing.assert_allclose(jax.jit(lambda x: over_grid(f, x))(x)["v"], expected)
+    np.testing.assert_allclose(jax.vmap(f)(x)["v"], expected)

@@ -1,0 +1,181 @@
+"""What a step costs (issue 16): Rod Flow, the discrete run's sharpness tracking and Central Flow
+against one plain GD step, every number a ratio measured in the same process.
+
+    python benchmarks/cost.py [--problem mlp-digits] [--x64] [--steps 1500] [--central-steps 0]
+        [--out benchmarks/results/cost.json] [--fresh]
+
+Per problem (at its documented EoS step size `lr_hint` unless `--lr`) and dtype:
+
+- `gd_ms`: one GD step, `x - lr * grad(x)` in a jit-compiled `lax.scan` of `--gd-steps` steps
+  (best of 3 calls after compilation).
+- one `rodflow.compare` with the discrete run (sharpness every 10 steps), gradient flow and Rod
+  Flow (default settings) from the same initialisation over `--steps` steps, then the same call
+  again: the second call reuses every compiled program, and its wall time per step is what is
+  reported (`discrete_ms`, `stable_ms`, `rod_ms`); `compile_s` per run kind comes from the first
+  call (JAX's compile-time events). `rod_over_gd = rod_ms / gd_ms`,
+  `sharpness_over_gd = discrete_ms / gd_ms` (the discrete run with its sharpness tracking, its
+  loss records and GD centres, against a plain GD step). Beside each flow: its
+  `rel_dist_mean_eos` and `loss_err_eos` on that run.
+- `hlo_control_flow_one_block`: the `while` and `conditional` instructions in the compiled
+  program of one block (10 steps) of the discrete run and of Rod Flow (each executed one is a
+  host synchronisation on a GPU; a static count, not the iterations run).
+- with `--central-steps N`: Central Flow (default settings) over the first N steps in its own
+  compare call (twice, as above): `central_ms`, `central_over_gd`, its compile time and, if
+  EoS starts within N steps, its `rel_dist_mean_eos`.
+
+The JSON records the command, JAX version, device and the 1-minute load average before the run;
+results are added under `PROBLEM/lr=LR/DTYPE` keys and an entry already there is kept unless
+`--fresh`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import jax
+
+
+def _best_ms(fn, x, steps, repeats=3):
+    jax.block_until_ready(fn(x))
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(x))
+        best = min(best, time.perf_counter() - t0)
+    return 1e3 * best / steps
+
+
+def _control_flow(problem, lr):
+    """`while` and `conditional` instructions in the optimised HLO of one block (10 steps) of
+    the discrete run and of Rod Flow: on a GPU each executed one reads its predicate on the
+    host (a synchronisation), so fewer is better. A static count of the program, not of the
+    iterations it runs."""
+    import jax.numpy as jnp
+
+    import rodflow
+    from rodflow._chunks import grid_discrete_chunk, grid_discrete_init, grid_flow_chunk, grid_flow_init
+    from rodflow._spectrum import initial_vectors
+
+    opt_map, flow = rodflow.GradientDescent(), rodflow.RodFlow()
+    lr_, x0 = jnp.asarray([lr], problem.dtype), problem.x0[None]
+    U0 = initial_vectors(problem.dim, 1, problem.dtype)
+    k0, n_last = jnp.asarray(0, jnp.int32), jnp.asarray(10, jnp.int32)
+    kw = dict(n_blocks=1, every=10, eig=rodflow.Settings(steps=10).eig, snapshots=False)
+    carry = grid_discrete_init(problem, opt_map, lr_, x0, U0)
+    hlo = {"discrete": grid_discrete_chunk.lower(problem, opt_map, lr_, carry, k0, n_last, **kw)}
+    centres = grid_discrete_chunk(problem, opt_map, lr_, carry, k0, n_last, **kw)[3]
+    fc = grid_flow_init(flow, problem, opt_map, lr_, x0, None, U0, 0)
+    hlo["rod"] = grid_flow_chunk.lower(flow, problem, opt_map, lr_, fc, k0, n_last, centres, **kw,
+                                       start_step=0)
+    out = {}
+    for name, lowered in hlo.items():
+        text = lowered.compile().compiled.as_text()
+        out[name] = {"while": text.count(" while("), "conditional": text.count(" conditional(")}
+    return out
+
+
+def _commit() -> str | None:
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).parent, timeout=10)
+    except OSError:
+        return None
+    dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "rodflow"], cwd=Path(__file__).parent,
+                           timeout=10).returncode
+    return (out.stdout.strip() + ("+uncommitted rodflow changes" if dirty else "")) or None
+
+
+def _compare_twice(rodflow, problem, lr, steps, flows):
+    kw = dict(lr=lr, steps=steps, flows=flows, sharpness_every=10, figure=False, progress=False)
+    first = rodflow.compare(problem, **kw).metrics
+    second = rodflow.compare(problem, **kw).metrics
+    return first, second
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--problem", default="mlp-digits")
+    ap.add_argument("--lr", type=float, default=None, help="default: the problem's lr_hint")
+    ap.add_argument("--x64", action="store_true")
+    ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--gd-steps", type=int, default=500)
+    ap.add_argument("--central-steps", type=int, default=0, help="0: no Central Flow")
+    ap.add_argument("--flows", default="stable,rod", help="flows timed beside the discrete run")
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/cost.json"))
+    ap.add_argument("--fresh", action="store_true")
+    ap.add_argument("--hlo-only", action="store_true",
+                    help="only (re)count the control flow of an entry already in the file")
+    args = ap.parse_args(argv)
+    if args.x64:
+        jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+
+    import rodflow
+    from rodflow._io import write_json
+
+    results = json.loads(args.out.read_text()) if args.out.exists() and not args.fresh else {"runs": {}}
+    problem = rodflow.problems.get(args.problem)
+    lr = args.lr if args.lr is not None else problem.lr_hint
+    key = f"{args.problem}/lr={lr:g}/{'f64' if args.x64 else 'f32'}"
+    if args.hlo_only:
+        entry = results["runs"][key]
+        entry["hlo_control_flow_one_block"] = _control_flow(problem, lr)
+        entry["hlo_command"] = "python " + " ".join(sys.argv)
+        entry["hlo_commit"] = _commit()
+        write_json(args.out, results)
+        print(json.dumps({key: entry["hlo_control_flow_one_block"]}))
+        return 0
+    if key in results["runs"]:
+        print(f"{key}: already in {args.out} (--fresh to redo)")
+        return 0
+    load = os.getloadavg()[0]
+    lr_ = jnp.asarray(lr, problem.dtype)
+
+    @jax.jit
+    def gd(x):
+        step = lambda x, _: (x - lr_ * jax.grad(problem.loss_flat)(x), None)
+        return jax.lax.scan(step, x, None, length=args.gd_steps)[0]
+
+    gd_ms = _best_ms(gd, problem.x0, args.gd_steps)
+    flows = tuple(args.flows.split(","))
+    first, second = _compare_twice(rodflow, problem, lr, args.steps, flows)
+    per_step = {k: 1e3 * v["wall_s"] / (args.steps + 1) for k, v in second["flows"].items()}
+    entry = {
+        "command": "python " + " ".join(sys.argv),
+        "commit": _commit(),
+        "steps": args.steps, "lr": lr, "dim": problem.dim, "eos_onset_step": second["eos_onset_step"],
+        "gd_ms": gd_ms,
+        "discrete_ms": per_step["discrete"], "sharpness_over_gd": per_step["discrete"] / gd_ms,
+        **{f"{f}_ms": per_step[f] for f in flows}, **{f"{f}_over_gd": per_step[f] / gd_ms for f in flows},
+        "compile_s": {k: v["compile_s"] for k, v in first["flows"].items()},
+        "accuracy": {k: {m: second["flows"][k].get(m) for m in ("rel_dist_mean_eos", "loss_err_eos")}
+                     for k in flows},
+        "grad_evals_per_step": {k: second["flows"][k]["grad_evals"] / (args.steps + 1) for k in flows},
+        "load_avg_1min_before": load,
+        "hlo_control_flow_one_block": _control_flow(problem, lr),
+    }
+    if args.central_steps:
+        cf, cs = _compare_twice(rodflow, problem, lr, args.central_steps, ("central",))
+        c_ms = 1e3 * cs["flows"]["central"]["wall_s"] / (args.central_steps + 1)
+        entry.update(central_steps=args.central_steps, central_ms=c_ms, central_over_gd=c_ms / gd_ms)
+        entry["compile_s"]["central"] = cf["flows"]["central"]["compile_s"]
+        entry["accuracy"]["central"] = {m: cs["flows"]["central"].get(m)
+                                        for m in ("rel_dist_mean_eos", "loss_err_eos")}
+    results.update(jax=jax.__version__, device=str(jax.devices()[0]), machine=platform.machine(),
+                   cpus=os.cpu_count())
+    results["runs"][key] = entry
+    write_json(args.out, results)
+    print(json.dumps({key: entry}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
