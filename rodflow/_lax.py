@@ -46,9 +46,9 @@ def branch(pred, true_fn, false_fn):
     takes the same side, only that side runs; when the lanes disagree, both run and each lane
     selects its own. A single run is one lane, so only its branch runs. This replaced a
     one-iteration `lax.while_loop` per side ([`gated`][]), which did the same under `vmap` but,
-    measured on `mlp-digits` (float64, 2-core CPU), made the rod's vector field 2.1x slower
-    unbatched and 1.2x slower at 4 lanes; a `cond` on a batched predicate would instead run both
-    sides in every lane."""
+    measured on `mlp-digits` (float64, 2-core CPU, `benchmarks/results/rod_profile.json`), made
+    the rod's vector field 2.3x slower unbatched; a `cond` on a batched predicate would instead
+    run both sides in every lane."""
 
     def both():
         return jax.tree.map(lambda a, b: jnp.where(pred, a, b), true_fn(), false_fn())
