@@ -32,8 +32,12 @@ class FlowArgs(eqx.Module):
     start: Float[Array, ""] | float = 0.0
     z_start: Float[Array, " n"] | None = None
 
+    def lr_at(self, t=None):
+        """The step size at (fractional) step `t` (`t=None`: step 0). Constant: `lr`."""
+        return self.lr
+
     def delta(self, x, t=None):
-        return self.map.delta(self.problem, x, self.lr, t)
+        return self.map.delta(self.problem, x, self.lr_at(t), t)
 
     def params(self, z):
         return self.map.params(self.problem, z)
