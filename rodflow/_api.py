@@ -4,7 +4,7 @@ seeds). Both run the same engine; `compare` is the grid of one."""
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +21,15 @@ from ._maps import AbstractMap, GradientDescent, transient_steps
 from ._problem import Problem, as_problem
 from ._registry import DEFAULT_FLOWS, check_supported, resolve_flows
 from ._result import Comparison, SweepResult, assemble
+from ._schedule import check_schedule, describe, lr_table
+from ._schedule import digest as schedule_digest
 from ._settings import Settings, check_positive
 from .flows import AbstractFlow
 
 Flows = Sequence[str | AbstractFlow] | Mapping[str, AbstractFlow]
 
 
-def compare(loss: Any, params: Any = None, *, lr: float, flows: Flows = DEFAULT_FLOWS,
+def compare(loss: Any, params: Any = None, *, lr: float | Callable, flows: Flows = DEFAULT_FLOWS,
             optimizer: AbstractMap | None = None, settings: Settings | None = None,
             **options) -> Comparison:
     """Run the discrete optimiser and the chosen flows from the same start and compare them.
@@ -36,7 +38,11 @@ def compare(loss: Any, params: Any = None, *, lr: float, flows: Flows = DEFAULT_
 
     - `loss`: `loss(params) -> scalar`, or a [`rodflow.Problem`][] (then `params` is optional).
     - `params`: initial parameters (any pytree, e.g. an Equinox model).
-    - `lr`: step size `eta > 0`.
+    - `lr`: step size `eta > 0`, or a learning-rate schedule `t -> lr(t)` (an optax schedule
+      such as `optax.linear_schedule(0.01, 0.07, 500)`, or any function of the step count
+      written with `jax.numpy`): the discrete run's step `k` uses `lr(k)` (`optax.sgd(lr)`),
+      a flow at time `t` uses `lr(t + 1/2)`, and the threshold becomes `2/lr(t)` (see the
+      guide "Learning-rate schedules"). `metrics["lr"]` is then the schedule's peak over the run.
     - `flows`: names (`"discrete"`, `"stable"`, `"rod"`, ...; see `rodflow.FLOWS`), flow
       instances (e.g. `rodflow.RodFlow(solver=diffrax.Tsit5(), rtol=1e-6)`), or a
       `{label: flow}` dict to compare several configurations of one flow on the same run.
@@ -47,22 +53,38 @@ def compare(loss: Any, params: Any = None, *, lr: float, flows: Flows = DEFAULT_
 
     **Returns:** a [`rodflow.Comparison`][] (also written to `out` when given).
     """
-    check_positive("lr", lr)
+    schedule = None
+    if callable(lr):
+        schedule, lr = lr, 1.0
+    else:
+        check_positive("lr", lr)
     settings = Settings.from_options(settings, options)
     with jax.default_matmul_precision(settings.matmul_precision):
-        return _compare(as_problem(loss, params), lr, flows, optimizer, settings)
+        return _compare(as_problem(loss, params), lr, flows, optimizer, settings, schedule)
 
 
-def _compare(problem: Problem, lr, flows, optimizer, settings: Settings) -> Comparison:
+def _compare(problem: Problem, lr, flows, optimizer, settings: Settings, schedule=None) -> Comparison:
+    peak, shape = None, None
+    if schedule is not None:
+        values = check_schedule("lr", schedule, settings.steps)
+        peak = float(values.max())
+        lr, shape = _constant_or_shape(values, schedule, 1.0)
     flows_, opt_map = _prepare(problem, flows, optimizer, settings)
     x0 = problem.x0
-    start, auto = _start_step(problem, opt_map, settings, [float(lr)], x0[None], grid=False)
+    start, auto = _start_step(problem, opt_map, settings, [float(lr)], x0[None], grid=False, schedule=shape)
     settings = settings.fitted(1, problem.dim, np.dtype(x0.dtype).itemsize)
-    config = _config(problem, opt_map, flows_, settings, start, [x0], lr=float(lr))
+    if schedule is None:
+        config = _config(problem, opt_map, flows_, settings, start, [x0], lr=float(lr))
+        desc, lr_series = f"lr={lr:g}", None
+    else:
+        config = _config(problem, opt_map, flows_, settings, start, [x0], lr=peak,
+                         lr_schedule=schedule_digest(schedule, settings.steps, x0.dtype))
+        desc, lr_series = f"lr schedule, peak {peak:g}", _lr_series([lr], shape, settings.steps, x0.dtype)[0]
     run = run_grid(problem, opt_map, flows_, jnp.asarray([lr], x0.dtype), x0[None], settings, start,
-                   config=config, desc=f"{problem.name} lr={lr:g}")
+                   config=config, desc=f"{problem.name} {desc}", schedule=shape)
     timings = {k: (t.run_s, t.compile_s) for k, t in run.timers.items()}
-    result = assemble(problem, opt_map, float(lr), settings, start, flows_, run, 0, timings, x0.dtype)
+    result = assemble(problem, opt_map, float(lr) if schedule is None else peak, settings, start, flows_, run,
+                      0, timings, x0.dtype, lr_series, None if schedule is None else describe(schedule))
     result.metrics["matmul_precision"] = settings.matmul_precision
     if auto is not None:
         result.metrics["start_step_auto"] = auto
@@ -73,18 +95,21 @@ def _compare(problem: Problem, lr, flows, optimizer, settings: Settings) -> Comp
 
 def sweep(loss: Any, params: Any = None, *, lrs: Sequence[float], seeds: Sequence[int] | None = None,
           flows: Flows = DEFAULT_FLOWS, optimizer: AbstractMap | None = None, devices: int | None = None,
-          settings: Settings | None = None, **options) -> SweepResult:
+          schedule: Any = None, settings: Settings | None = None, **options) -> SweepResult:
     """[`rodflow.compare`][] over a grid of step sizes (and initialisation seeds) as ONE
     compiled, vmapped program per run kind, sharded over devices.
 
     **Arguments** (as for `compare`, plus):
 
-    - `lrs`: the step sizes.
+    - `lrs`: the step sizes (with a `schedule`: its peaks).
     - `seeds`: initialisation seeds; needs a problem with `init(key)` (built-in networks have
       one). `None` uses `params` (or the problem's `params0`) for every step size.
     - `devices`: how many of `jax.devices()` to shard the grid over (default: all). The grid is
       padded (by repeating its last point) to a multiple of the device count, and the padding is
       dropped from the results.
+    - `schedule`: a learning-rate schedule `t -> lr(t)` (e.g. an optax schedule); the sweep
+      varies its peak: grid point `g` runs `lrs[g] / peak * schedule(t)`, `peak` the schedule's
+      largest value over steps `0..steps`. `None`: constant step sizes `lrs`.
 
     The whole grid is traced and compiled once per run kind (the discrete run and each flow),
     whatever its size; `lr` and the initial parameters are traced. Only per-step scalars, the
@@ -97,39 +122,56 @@ def sweep(loss: Any, params: Any = None, *, lrs: Sequence[float], seeds: Sequenc
         check_positive("lrs", v)
     settings = Settings.from_options(settings, options)
     with jax.default_matmul_precision(settings.matmul_precision):
-        return _sweep(as_problem(loss, params), lrs, seeds, flows, optimizer, devices, settings)
+        return _sweep(as_problem(loss, params), lrs, seeds, flows, optimizer, devices, settings, schedule)
 
 
 def _sweep(problem: Problem, lrs: list[float], seeds, flows, optimizer, devices,
-           settings: Settings) -> SweepResult:
+           settings: Settings, schedule=None) -> SweepResult:
+    # with a schedule, grid point g's scale is lrs[g] / peak (its step size lrs[g] / peak * schedule(t))
+    scales, shape = lrs, None
+    if schedule is not None:
+        values = check_schedule("schedule", schedule, settings.steps)
+        peak = float(values.max())
+        _, shape = _constant_or_shape(values, schedule, 1.0)
+        if shape is not None:
+            scales = [v / peak for v in lrs]
     flows_, opt_map = _prepare(problem, flows, optimizer, settings)
     seed_list, x0s = _initial_points(problem, seeds)
     grid = [(lr, s) for s in seed_list for lr in lrs]
     n_dev = len(jax.devices()) if devices is None else int(devices)
     if not 1 <= n_dev <= len(jax.devices()):
         raise ValueError(f"`devices` must be between 1 and {len(jax.devices())}, got {devices}.")
-    start, auto = _start_step(problem, opt_map, settings, [lr for lr, _ in grid],
-                              jnp.stack([x0s[i // len(lrs)] for i in range(len(grid))]), grid=True)
+    scale_of = dict(zip(lrs, scales))
+    start, auto = _start_step(problem, opt_map, settings, [scale_of[lr] for lr, _ in grid],
+                              jnp.stack([x0s[i // len(lrs)] for i in range(len(grid))]), grid=True,
+                              schedule=shape)
     G = len(grid)
     index = list(range(G)) + [G - 1] * (-(-G // n_dev) * n_dev - G)
-    lr_arr = jnp.asarray([grid[i][0] for i in index], problem.dtype)
+    lr_arr = jnp.asarray([scale_of[grid[i][0]] for i in index], problem.dtype)
     x0_arr = jnp.stack([x0s[i // len(lrs)] for i in index])
     place = _placer(n_dev)
     settings = settings.fitted(len(index) // n_dev, problem.dim, np.dtype(problem.dtype).itemsize)
-    config = _config(problem, opt_map, flows_, settings, start, x0s, lrs=lrs, seeds=seed_list, devices=n_dev)
+    extra = ({} if schedule is None
+             else {"lr_schedule": schedule_digest(schedule, settings.steps, problem.dtype)})
+    config = _config(problem, opt_map, flows_, settings, start, x0s, lrs=lrs, seeds=seed_list, devices=n_dev,
+                     **extra)
     t0 = time.perf_counter()
     run = run_grid(problem, opt_map, flows_, place(lr_arr), place(x0_arr), settings, start,
-                   config=config, desc=f"{problem.name} sweep x{G}", place=place)
+                   config=config, desc=f"{problem.name} sweep x{G}", place=place, schedule=shape)
     total = time.perf_counter() - t0
     run = run._replace(carries=jax.device_get(run.carries))
     # per-run wall time: the batched time shared equally by the grid points
     timings = {k: (t.run_s / G, t.compile_s / G) for k, t in run.timers.items()}
-    runs = [assemble(problem, opt_map, lr, settings, start, flows_, run, g, timings, problem.dtype)
+    tables = (None if schedule is None
+              else _lr_series([scale_of[lr] for lr, _ in grid], shape, settings.steps, problem.dtype))
+    runs = [assemble(problem, opt_map, lr, settings, start, flows_, run, g, timings, problem.dtype,
+                     None if tables is None else tables[g], None if schedule is None else describe(schedule))
             for g, (lr, _) in enumerate(grid)]
     metrics = {
         "problem": problem.name, "steps": settings.steps, "lrs": lrs, "seeds": seed_list,
         "dtype": str(np.dtype(problem.dtype)), "matmul_precision": settings.matmul_precision,
         "devices": n_dev,
+        **({} if schedule is None else {"lr_schedule": describe(schedule)}),
         "device_kind": str(jax.devices()[0].device_kind), "grid_padded_to": len(index),
         "compile_s": sum(t.compile_s for t in run.timers.values()),
         "run_s": sum(t.run_s for t in run.timers.values()), "total_s": total,
@@ -142,6 +184,23 @@ def _sweep(problem: Problem, lrs: list[float], seeds, flows, optimizer, devices,
     if settings.out is not None:
         result.save(settings.out, figure=settings.figure)
     return result
+
+
+def _constant_or_shape(values: np.ndarray, schedule: Callable, scale: float):
+    """`(scale, shape)` for the engine: a schedule that is constant over the run (every value
+    equal) runs as the constant step size `scale * value` without a shape (the same compiled
+    program as a constant `lr`, bit for bit: a schedule's constant inside the program lets XLA
+    rearrange the arithmetic around it); any other as `(scale, schedule)`."""
+    if np.all(values == values[0]):
+        return scale * float(values[0]), None
+    return scale, schedule
+
+
+def _lr_series(scales, shape, steps: int, dtype) -> np.ndarray:
+    """`(G, steps + 1)` step sizes per grid point and step (constant rows without a shape)."""
+    if shape is None:
+        return np.repeat(np.asarray(scales, dtype)[:, None], steps + 1, axis=1)
+    return lr_table(scales, shape, steps, dtype)
 
 
 def _prepare(problem: Problem, flows: Flows, optimizer, settings: Settings):
@@ -162,7 +221,7 @@ def _prepare(problem: Problem, flows: Flows, optimizer, settings: Settings):
 
 
 def _start_step(problem: Problem, opt_map: AbstractMap, settings: Settings, lrs, x0s, *,
-                grid: bool) -> tuple[int, dict | None]:
+                grid: bool, schedule=None) -> tuple[int, dict | None]:
     """The warm-start step and, for `start_step="auto"`, how it was chosen: after the momentum
     transient ([`rodflow.transient_steps`][]) and after a catapult from initialisation (the first
     measured step with the sharpness back at or below the threshold, for every grid point
@@ -170,7 +229,7 @@ def _start_step(problem: Problem, opt_map: AbstractMap, settings: Settings, lrs,
     if settings.start_step != "auto":
         return int(settings.start_step), None
     momentum = transient_steps(opt_map)
-    ends = opening_catapult(problem, opt_map, lrs, x0s, settings)
+    ends = opening_catapult(problem, opt_map, lrs, x0s, settings, schedule)
     catapult = max((e for e in ends if e is not None), default=0)
     start = max(momentum, catapult)
     if start >= settings.steps:

@@ -26,6 +26,7 @@ import optax
 from ._lax import GRID_AXIS
 from ._maps import AbstractMap
 from ._problem import Problem
+from ._schedule import scaled
 from ._settings import EigConfig
 from .flows._base import AbstractFlow, FlowArgs
 
@@ -74,14 +75,14 @@ def _merge(recs):
 # ---------------------------------------------------------------------------------------------
 # one grid point
 # ---------------------------------------------------------------------------------------------
-def discrete_init(problem: Problem, opt_map: AbstractMap, lr, x0, U0) -> DiscreteCarry:
-    opt = opt_map.optimizer(lr)
+def discrete_init(problem: Problem, opt_map: AbstractMap, lr, x0, U0, schedule=None) -> DiscreteCarry:
+    opt = opt_map.optimizer(scaled(lr, schedule, jnp.asarray(0, jnp.int32)))
     x1 = optax.apply_updates(x0, opt.update(jax.grad(problem.loss_flat)(x0), opt.init(x0), x0)[0])
     return DiscreteCarry(x0, opt.init(x0), U0, 0.5 * (x0 + x1), x0)
 
 
 def discrete_chunk(problem: Problem, opt_map: AbstractMap, lr, carry: DiscreteCarry, k0, n_last, *,
-                   n_blocks: int, every: int, eig: EigConfig, snapshots: bool):
+                   n_blocks: int, every: int, eig: EigConfig, snapshots: bool, schedule=None):
     """Advance the discrete optimiser `n_blocks * every` steps from global step `k0`.
 
     Records, for each step `k`: `loss = L(x_k)`, `loss_next = L(x_{k+1})`,
@@ -89,14 +90,21 @@ def discrete_chunk(problem: Problem, opt_map: AbstractMap, lr, carry: DiscreteCa
     `rho = |x_{k+1} - x_k| / 2`; per block: the optimiser's effective sharpness at the block
     start (for GD the top-k Hessian eigenvalues, for Adam those of `P^{-1} H`). Returns the
     centres `m_k` of the chunk (for the flows) without sending them to the host. `n_last` is the
-    last step that counts (`x_final` is the iterate there).
+    last step that counts (`x_final` is the iterate there). With a `schedule` step `k` is a
+    step of `opt_map.optimizer(lr * schedule(k))`, which is `optax.sgd(schedule)` (optax
+    evaluates the schedule at the count before the update).
     """
-    opt = opt_map.optimizer(lr)
+    opt_constant = opt_map.optimizer(lr)
     loss_fn = problem.loss_flat
 
     def step(state, k):
         x, opt_state, x_final = state
         loss, g = jax.value_and_grad(loss_fn)(x)
+        if schedule is not None:
+            # optax's count is int32 (an optax schedule computes in float32 on it)
+            opt = opt_map.optimizer(scaled(lr, schedule, k.astype(jnp.int32)))
+        else:
+            opt = opt_constant
         updates, new_opt_state = opt.update(g, opt_state, x)
         x1 = optax.apply_updates(x, updates)
         m = 0.5 * (x + x1)
@@ -107,8 +115,10 @@ def discrete_chunk(problem: Problem, opt_map: AbstractMap, lr, carry: DiscreteCa
 
     def block(state, b):
         x, opt_state, U, x_final = state
-        vals, U = opt_map.sharpness(problem, opt_map.pack(problem, x, opt_state), lr, U,
-                                    (k0 + b * every).astype(x.dtype), method=eig.method,
+        kb = k0 + b * every
+        vals, U = opt_map.sharpness(problem, opt_map.pack(problem, x, opt_state),
+                                    scaled(lr, schedule, kb.astype(jnp.int32)), U,
+                                    kb.astype(x.dtype), method=eig.method,
                                     max_iters=eig.max_iters)
         out = {"sharpness": vals, "snapshot": x if snapshots else None}
         ks = k0 + b * every + jnp.arange(every)
@@ -123,12 +133,13 @@ def discrete_chunk(problem: Problem, opt_map: AbstractMap, lr, carry: DiscreteCa
     return DiscreteCarry(x, opt_state, U, carry.m0, x_final), _merge(recs), per_block, ms
 
 
-def flow_args(problem: Problem, opt_map: AbstractMap, lr, z_start, start_step: int) -> FlowArgs:
+def flow_args(problem: Problem, opt_map: AbstractMap, lr, z_start, start_step: int,
+              schedule=None) -> FlowArgs:
     """The flows' arguments at one grid point; `z_start` is the discrete state at the warm start
     `start_step` (`None` without a warm start)."""
     if not start_step:
-        return FlowArgs(problem, lr, opt_map)
-    return FlowArgs(problem, lr, opt_map, jnp.asarray(start_step, z_start.dtype), z_start)
+        return FlowArgs(problem, lr, opt_map, schedule=schedule)
+    return FlowArgs(problem, lr, opt_map, jnp.asarray(start_step, z_start.dtype), z_start, schedule)
 
 
 def flow_chunk(flow: AbstractFlow, args: FlowArgs, carry: FlowCarry, k0, n_last, centres, *,
@@ -226,21 +237,21 @@ def over_grid(fn, *grids):
     return jax.vmap(fn, axis_name=GRID_AXIS)(*grids)
 
 
-def grid_discrete_init(problem: Problem, opt_map: AbstractMap, lr, x0, U0) -> DiscreteCarry:
-    return jax.vmap(lambda lr_, x_: discrete_init(problem, opt_map, lr_, x_, U0))(lr, x0)
+def grid_discrete_init(problem: Problem, opt_map: AbstractMap, lr, x0, U0, schedule=None) -> DiscreteCarry:
+    return jax.vmap(lambda lr_, x_: discrete_init(problem, opt_map, lr_, x_, U0, schedule))(lr, x0)
 
 
-def grid_warm_state(problem: Problem, opt_map: AbstractMap, lr, x0, start_step: int):
+def grid_warm_state(problem: Problem, opt_map: AbstractMap, lr, x0, start_step: int, schedule=None):
     """The discrete state `z_K` at the warm start `K = start_step` of every grid point, computed
     once for all flows (`K` iterations of the map, as [`FlowArgs.warm_started`][])."""
-    return jax.vmap(lambda lr_, x_: FlowArgs(problem, lr_, opt_map).warm_started(x_, start_step).z_start)(
-        lr, x0)
+    return jax.vmap(lambda lr_, x_: FlowArgs(problem, lr_, opt_map, schedule=schedule)
+                    .warm_started(x_, start_step).z_start)(lr, x0)
 
 
 def grid_flow_init(flow: AbstractFlow, problem: Problem, opt_map: AbstractMap, lr, x0, z_start, U0,
-                   start_step: int) -> FlowCarry:
+                   start_step: int, schedule=None) -> FlowCarry:
     def one(lr_, x_, z_):
-        y0 = flow.init(x_, flow_args(problem, opt_map, lr_, z_, start_step))
+        y0 = flow.init(x_, flow_args(problem, opt_map, lr_, z_, start_step, schedule))
         return FlowCarry(y0, U0, y0, jnp.zeros((), jnp.int32), jnp.zeros((), bool))
 
     return jax.vmap(one)(lr, x0, z_start)
@@ -254,10 +265,10 @@ def grid_discrete_chunk(problem: Problem, opt_map: AbstractMap, lr, carry, k0, n
 
 @eqx.filter_jit
 def grid_flow_chunk(flow: AbstractFlow, problem: Problem, opt_map: AbstractMap, lr, carry, k0, n_last,
-                    centres, **kw):
+                    centres, schedule=None, **kw):
     """[`flow_chunk`][] over the grid (leading axis of `lr`, `carry` and `centres`)."""
 
     def one(lr_, c_, m_):
-        return flow_chunk(flow, FlowArgs(problem, lr_, opt_map), c_, k0, n_last, m_, **kw)
+        return flow_chunk(flow, FlowArgs(problem, lr_, opt_map, schedule=schedule), c_, k0, n_last, m_, **kw)
 
     return over_grid(one, lr, carry, centres)

@@ -16,6 +16,7 @@ from . import _io
 from ._chunks import grid_discrete_chunk, grid_discrete_init, grid_flow_chunk, grid_flow_init, grid_warm_state
 from ._maps import AbstractMap
 from ._problem import Problem
+from ._schedule import lr_table
 from ._settings import Settings
 from ._spectrum import initial_vectors, resolve_method
 from .flows import AbstractFlow
@@ -86,21 +87,23 @@ def check_eig(problem: Problem, settings: Settings) -> None:
 
 def run_grid(problem: Problem, opt_map: AbstractMap, flows: dict[str, AbstractFlow], lr, x0,
              settings: Settings, start_step: int, *, config: dict, desc: str,
-             place=lambda tree: tree) -> GridRun:
+             place=lambda tree: tree, schedule=None) -> GridRun:
     """Run the discrete optimiser and every flow over the grid `lr` (shape `(G,)`), `x0`
     (`(G, p)`), chunk by chunk, checkpointing after each chunk into `settings.out`; `config`
-    holds every setting that changes a number (a checkpoint written with another is refused)."""
+    holds every setting that changes a number (a checkpoint written with another is refused).
+    With a `schedule` (a static callable), grid point `g`'s step size at step `t` is
+    `lr[g] * schedule(t)`."""
     steps, L = settings.steps, settings.chunk_len
     n_chunks, blocks_per_chunk = settings.plan
     out_dir = Path(settings.out) if settings.out is not None else None
     U0 = initial_vectors(problem.dim, settings.top_k, x0.dtype)
     with _compile_clock() as clock:
         timers = {name: Timer(clock) for name in ("discrete", *flows)}
-        carries = {"discrete": timers["discrete"](grid_discrete_init, problem, opt_map, lr, x0, U0)}
-        z_start = grid_warm_state(problem, opt_map, lr, x0, start_step) if start_step else None
+        carries = {"discrete": timers["discrete"](grid_discrete_init, problem, opt_map, lr, x0, U0, schedule)}
+        z_start = grid_warm_state(problem, opt_map, lr, x0, start_step, schedule) if start_step else None
         for name, flow in flows.items():
             carries[name] = timers[name](grid_flow_init, flow, problem, opt_map, lr, x0, z_start, U0,
-                                         start_step)
+                                         start_step, schedule)
         records: dict[str, list] = {name: [] for name in carries}
         blocks: dict[str, list] = {name: [] for name in carries}
         start_chunk = 0
@@ -111,6 +114,8 @@ def run_grid(problem: Problem, opt_map: AbstractMap, flows: dict[str, AbstractFl
         bar = _progress(settings, desc, 1 + len(flows), min(start_chunk * L, steps + 1))
         kw = dict(n_blocks=blocks_per_chunk, every=settings.sharpness_every, eig=settings.eig,
                   snapshots=settings.save_every is not None)
+        if schedule is not None:
+            kw["schedule"] = schedule
         n_last = jnp.asarray(steps, jnp.int32)
         for ci in range(start_chunk, n_chunks):
             k0 = jnp.asarray(ci * L, jnp.int32)
@@ -157,7 +162,7 @@ def _all_diverged(records) -> bool:
 
 
 def opening_catapult(problem: Problem, opt_map: AbstractMap, lrs, x0s,
-                     settings: Settings) -> list[int | None]:
+                     settings: Settings, schedule=None) -> list[int | None]:
     """The end of a catapult from initialisation, for each grid point `(lrs[g], x0s[g])`: the first
     measured step (a multiple of `settings.sharpness_every`) at which the optimiser's effective
     sharpness is at or below its threshold, for a run that starts above it. `0` when the run
@@ -170,21 +175,30 @@ def opening_catapult(problem: Problem, opt_map: AbstractMap, lrs, x0s,
     moves to a flatter region within a few steps). No smooth flow follows that step by step:
     `start_step="auto"` starts the flows after it. The discrete run's own initial state and
     chunk (one block of `sharpness_every` steps at a time, over the whole grid) are used, so the
-    sharpness is the one the run measures.
+    sharpness is the one the run measures. With a `schedule` (`lrs` are then the grid points'
+    scales) the threshold at step `k` is `threshold(lrs[g] * schedule(k))`.
     """
     every = settings.sharpness_every
     dtype = x0s.dtype
     lr = jnp.asarray(lrs, dtype)
-    thresholds = [float(opt_map.threshold(v)) for v in lrs]
-    carry = grid_discrete_init(problem, opt_map, lr, x0s, initial_vectors(problem.dim, settings.top_k, dtype))
+    if schedule is None:
+        thresholds = [float(opt_map.threshold(v)) for v in lrs]
+        extra = {}
+    else:
+        table = np.asarray(opt_map.threshold(lr_table(lrs, schedule, settings.steps, dtype)), float)
+        extra = {"schedule": schedule}
+    carry = grid_discrete_init(problem, opt_map, lr, x0s, initial_vectors(problem.dim, settings.top_k, dtype),
+                               schedule)
     n_last = jnp.asarray(settings.steps, jnp.int32)
-    ends: list[int | None] = [None] * len(thresholds)
-    pending = set(range(len(thresholds)))
+    ends: list[int | None] = [None] * len(lrs)
+    pending = set(range(len(lrs)))
     for k in range(0, settings.steps // 2 + 1, every):
         carry, _, per_block, _ = grid_discrete_chunk(problem, opt_map, lr, carry, jnp.asarray(k, jnp.int32),
                                                      n_last, n_blocks=1, every=every, eig=settings.eig,
-                                                     snapshots=False)
+                                                     snapshots=False, **extra)
         S = np.asarray(per_block["sharpness"])[:, 0, 0]  # at step k
+        if schedule is not None:
+            thresholds = table[:, k]
         for g in sorted(pending):
             if not np.isfinite(S[g]):
                 pending.discard(g)

@@ -3,7 +3,8 @@ on the same run; all functions take host (numpy) arrays indexed by step `k = 0..
 
 **Notation.** GD's iterates `x_k`, its loss `L_k = L(x_k)`, its sharpness `S_k` (top Hessian
 eigenvalue, or the preconditioned one for adaptive optimisers) measured every
-`sharpness_every` steps, and the stability threshold `T` (`2/lr` for GD). A flow at time `t = k`
+`sharpness_every` steps, and the stability threshold `T` (`2/lr` for GD; with a learning-rate
+schedule `T_k = 2/lr(k)`, compared step by step). A flow at time `t = k`
 has a centre `c(t)` and a prediction `L_pred(k)` of GD's loss (for Rod Flow
 `(L(c + r) + L(c - r))/2`, for the others `L(c)`).
 
@@ -80,9 +81,10 @@ def first_nonfinite(*arrays: np.ndarray) -> int | None:
 
 
 def eos_onset_rule(sharp_steps: np.ndarray, sharpness: np.ndarray,
-                   threshold: float) -> tuple[int | None, str | None]:
+                   threshold: float | np.ndarray) -> tuple[int | None, str | None]:
     """`(onset step, rule)` by the rule in the module docstring: the start of the self-stabilised
-    phase, skipping an opening transient that starts above the threshold."""
+    phase, skipping an opening transient that starts above the threshold. `threshold`: one
+    number, or one per measured step (a learning-rate schedule: `threshold(lr(k))`)."""
     steps, s = np.asarray(sharp_steps), np.asarray(sharpness, float)
     if s.size == 0:
         return None, None

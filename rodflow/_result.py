@@ -36,7 +36,8 @@ class Comparison:
     - `metrics`: the dict written to `metrics.json` (see README for the keys).
     - `series`: per run (`"discrete"`, `"stable"`, `"rod"`, ...) a dict of numpy arrays over
       steps `k = 0..N`: `step`, `loss` (GD's loss, or the flow's predicted GD loss),
-      `rel_dist` (flows), `sharpness_step` and `sharpness`, and extras such as the rod's `rho`.
+      `rel_dist` (flows), `sharpness_step` and `sharpness`, and extras such as the rod's `rho`;
+      with a learning-rate schedule the discrete run's also hold `lr` and `threshold` per step.
     - `final`: per run, the parameters (as a pytree like `params0`) at step `N`: GD's iterate
       `x_N`, the flows' centres. From [`rodflow.load`][]: flat numpy vectors instead
       (`problem.unravel(jnp.asarray(v))` rebuilds the pytree).
@@ -304,12 +305,16 @@ def _concat(chunks: list[dict], g: int) -> dict[str, np.ndarray]:
 
 def assemble(problem: Problem, opt_map: AbstractMap, lr: float, settings: Settings, start: int,
              flows: dict[str, AbstractFlow], run, g: int, timings: dict[str, tuple[float, float]],
-             dtype) -> Comparison:
+             dtype, lr_series: np.ndarray | None = None, schedule: Any = None) -> Comparison:
     """Host side: the series, metrics and final parameters of grid point `g` of a
-    [`GridRun`][rodflow._engine.GridRun]."""
+    [`GridRun`][rodflow._engine.GridRun]. With a learning-rate schedule, `lr_series` is the
+    step size at every step `0..steps` (and `lr` its peak), `schedule` its description: the
+    threshold is then per step, `threshold(lr(k))`, recorded in the discrete run's series
+    (`lr`, `threshold`); `metrics["threshold"]` is the one at the last step."""
     steps, every, save_every = settings.steps, settings.sharpness_every, settings.save_every
     n_rec = steps + 1
-    threshold = float(opt_map.threshold(lr))
+    thr_series = None if lr_series is None else np.asarray(opt_map.threshold(np.asarray(lr_series)), float)
+    threshold = float(opt_map.threshold(lr)) if thr_series is None else float(thr_series[-1])
     series: dict[str, dict[str, np.ndarray]] = {}
     snapshots: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     solver_results: dict[str, np.ndarray] = {}  # per block, flows only
@@ -333,7 +338,11 @@ def assemble(problem: Problem, opt_map: AbstractMap, lr: float, settings: Settin
         return s
 
     d = run_series("discrete")
-    onset, rule = eos_onset_rule(d["sharpness_step"], d["sharpness"], threshold)
+    if thr_series is not None:
+        d["lr"] = np.asarray(lr_series, float)[: len(d["step"])]
+        d["threshold"] = thr_series[: len(d["step"])]
+    onset, rule = eos_onset_rule(d["sharpness_step"], d["sharpness"],
+                                 threshold if thr_series is None else thr_series[d["sharpness_step"]])
     series["discrete"] = d
     gd = {**d, "eos_onset_step": onset}
     dm = discrete_metrics(gd, threshold)
@@ -360,6 +369,7 @@ def assemble(problem: Problem, opt_map: AbstractMap, lr: float, settings: Settin
     metrics = {
         "problem": problem.name,
         "lr": lr,
+        **({} if schedule is None else {"lr_schedule": schedule}),
         "steps": steps,
         "dtype": str(np.dtype(dtype)),
         "optimizer": opt_map.name,

@@ -106,6 +106,23 @@ def _add_library_options(p: argparse.ArgumentParser) -> None:
                 g.add_argument(*flags, dest=f"flow__{fname}__{name}", default=None, **kw)
 
 
+def _add_schedule_options(p: argparse.ArgumentParser, sweep: bool = False) -> None:
+    g = p.add_argument_group("learning-rate schedule (optax's schedules and parameter names)"
+                             + ("; the sweep varies its peak: --lrs are the peaks" if sweep else ""))
+    g.add_argument("--lr-schedule", default="constant", choices=tuple(SCHEDULES),
+                   help="constant (default); linear: optax.linear_schedule(--lr-init, --lr, "
+                        "--transition-steps); warmup-constant: optax.warmup_constant_schedule(--lr-init, "
+                        "--lr, "
+                        "--warmup-steps); "
+                        "warmup-cosine: optax.warmup_cosine_decay_schedule(--lr-init, --lr, --warmup-steps, "
+                        "--decay-steps, --lr-end); cosine-decay: optax.cosine_decay_schedule(--lr, "
+                        "--decay-steps, alpha=--lr-end/--lr)")
+    g.add_argument("--lr-init", type=float, default=None, help=_SCHEDULE_HELP["lr_init"])
+    g.add_argument("--lr-end", type=float, default=None, help=_SCHEDULE_HELP["lr_end"])
+    for flag in ("warmup_steps", "transition_steps", "decay_steps"):
+        g.add_argument(f"--{flag.replace('_', '-')}", type=int, default=None, help=_SCHEDULE_HELP[flag])
+
+
 def _given(args, prefix: str) -> dict:  # the options given on the command line, by prefix
     return {k[len(prefix):]: v for k, v in vars(args).items() if k.startswith(prefix) and v is not None}
 
@@ -171,11 +188,88 @@ def _report(result, out: Path, name: str, args) -> int:
     return 3 if result.diverged() else 0
 
 
+# --lr-schedule NAME: the optax schedule, and which of the schedule's flags it takes (`--lr` is
+# its peak, or its end value for `linear`)
+SCHEDULES = {
+    "constant": (),
+    "linear": ("lr_init", "transition_steps"),
+    "warmup-constant": ("lr_init", "warmup_steps"),
+    "warmup-cosine": ("lr_init", "warmup_steps", "decay_steps", "lr_end"),
+    "cosine-decay": ("decay_steps", "lr_end"),
+}
+_SCHEDULE_FLAGS = ("lr_init", "warmup_steps", "transition_steps", "decay_steps", "lr_end")
+
+
+def make_schedule(name: str, lr: float, **given):
+    """The schedule of `--lr-schedule NAME` with peak (or end value) `lr` and the flags
+    `given` (`lr_init`, `warmup_steps`, `transition_steps`, `decay_steps`, `lr_end`; `None`
+    where not given): an optax schedule with a description for `metrics.json`, or `None` for
+    `constant`. One-line `ValueError`s name the flag and the fix."""
+    import optax
+
+    from ._schedule import named
+
+    if name not in SCHEDULES:
+        raise ValueError(f"`--lr-schedule` must be one of {', '.join(SCHEDULES)}, got {name!r}.")
+    wanted = SCHEDULES[name]
+    for flag in _SCHEDULE_FLAGS:
+        if given.get(flag) is not None and flag not in wanted:
+            users = [n for n, w in SCHEDULES.items() if flag in w]
+            raise ValueError(f"`--{flag.replace('_', '-')}` is not used by `--lr-schedule {name}`; drop it "
+                             f"or use --lr-schedule {' or '.join(users)}.")
+    for flag in wanted:
+        if given.get(flag) is None:
+            raise ValueError(f"`--lr-schedule {name}` needs `--{flag.replace('_', '-')}` "
+                             f"({_SCHEDULE_HELP[flag]}).")
+    v = {k: given[k] for k in wanted}
+    for flag, value in v.items():
+        kind = int if flag.endswith("steps") else float
+        if not (value > 0) or (kind is int and int(value) != value):
+            want = "integer" if kind is int else "number"
+            raise ValueError(f"`--{flag.replace('_', '-')}` must be a positive {want}, got {value!r}.")
+    if name == "constant":
+        return None
+    if name == "linear":
+        fn, params = optax.linear_schedule(v["lr_init"], lr, v["transition_steps"]), dict(
+            init_value=v["lr_init"], end_value=lr, transition_steps=v["transition_steps"])
+    elif name == "warmup-constant":
+        fn = optax.warmup_constant_schedule(v["lr_init"], lr, v["warmup_steps"])
+        params = dict(init_value=v["lr_init"], peak_value=lr, warmup_steps=v["warmup_steps"])
+    elif name == "warmup-cosine":
+        if v["decay_steps"] <= v["warmup_steps"]:
+            raise ValueError(f"`--decay-steps` ({v['decay_steps']}) is the schedule's whole length (optax's "
+                             f"decay_steps, warm-up included) and must exceed `--warmup-steps` "
+                             f"({v['warmup_steps']}).")
+        fn = optax.warmup_cosine_decay_schedule(v["lr_init"], lr, v["warmup_steps"], v["decay_steps"],
+                                                v["lr_end"])
+        params = dict(init_value=v["lr_init"], peak_value=lr, warmup_steps=v["warmup_steps"],
+                      decay_steps=v["decay_steps"], end_value=v["lr_end"])
+    else:  # cosine-decay: from lr down to lr_end
+        fn = optax.cosine_decay_schedule(lr, v["decay_steps"], alpha=v["lr_end"] / lr)
+        params = dict(init_value=lr, decay_steps=v["decay_steps"], end_value=v["lr_end"])
+    return named(fn, name, **params)
+
+
+_SCHEDULE_HELP = {
+    "lr_init": "the step size at step 0, e.g. --lr-init 0.01",
+    "warmup_steps": "steps of the linear warm-up from --lr-init to --lr, e.g. --warmup-steps 500",
+    "transition_steps": "steps of the linear change from --lr-init to --lr, e.g. --transition-steps 500",
+    "decay_steps": "optax's decay_steps: the schedule's length, warm-up included, e.g. --decay-steps 1500",
+    "lr_end": "the step size at the end of the decay, e.g. --lr-end 0.01",
+}
+
+
+def _schedule(args, lr: float):
+    return make_schedule(args.lr_schedule, lr, **{k: getattr(args, k) for k in _SCHEDULE_FLAGS})
+
+
 def _cmd_compare(args, extra) -> int:
     from ._api import compare
 
+    schedule = _schedule(args, args.lr)
     problem, kw, out = _common(args, extra, args.problem)
-    return _report(compare(problem, lr=args.lr, **kw), out, "metrics.json", args)
+    lr = args.lr if schedule is None else schedule
+    return _report(compare(problem, lr=lr, **kw), out, "metrics.json", args)
 
 
 def parse_lr_range(text: str) -> list[float]:
@@ -206,8 +300,11 @@ def _cmd_sweep(args, extra) -> int:
         raise ValueError("give exactly one of `--lrs a,b,c` or `--lr-range start:stop:count`.")
     lrs = _numbers(args.lrs, "lrs", float) if args.lrs is not None else parse_lr_range(args.lr_range)
     seeds = None if args.seeds is None else _numbers(args.seeds, "seeds", int)
+    # a schedule is built with its peak at the largest of --lrs and scaled to each one's peak
+    schedule = _schedule(args, max(lrs)) if lrs else None
     problem, kw, out = _common(args, extra, f"{args.problem}-sweep")
-    return _report(sweep(problem, lrs=lrs, seeds=seeds, devices=args.devices, **kw), out, "sweep.json", args)
+    return _report(sweep(problem, lrs=lrs, seeds=seeds, devices=args.devices, schedule=schedule, **kw), out,
+                   "sweep.json", args)
 
 
 def _cmd_plot(args, extra) -> int:
@@ -252,7 +349,10 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Unrecognised --key value options are passed to the problem "
                                    "(e.g. --width 64 --depth 2 --n 500 --seed 0).")
     c.add_argument("--problem", required=True, help="built-in problem name (see `rodflow problems`)")
-    c.add_argument("--lr", type=float, required=True, help="step size eta > 0")
+    c.add_argument("--lr", "--lr-peak", dest="lr", type=float, required=True,
+                   help="step size eta > 0 (with --lr-schedule: the schedule's peak, or its end value for "
+                        "linear)")
+    _add_schedule_options(c)
     _add_library_options(c)
     c.set_defaults(func=_cmd_compare)
     sw = sub.add_parser("sweep", help="one compiled, vmapped run over many step sizes (and seeds)",
@@ -262,6 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--lr-range", default=None, help="start:stop:count, evenly spaced")
     sw.add_argument("--seeds", default=None, help="comma-separated initialisation seeds")
     sw.add_argument("--devices", type=int, default=None, help="devices to shard over (default all)")
+    _add_schedule_options(sw, sweep=True)
     _add_library_options(sw)
     sw.set_defaults(func=_cmd_sweep)
     pl = sub.add_parser("plot", help="redraw the figure of a run folder written by compare or sweep",

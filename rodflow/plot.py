@@ -22,7 +22,8 @@ def _color(name, i):
 
 def plot_comparison(result, path: str | Path | None = None):
     """Three panels over steps, every run on each: loss (GD's, and each flow's prediction),
-    sharpness against the threshold `2/lr`, and tracking error `d(t)` (log scale)."""
+    sharpness against the threshold `2/lr` (with a learning-rate schedule the moving
+    `2/lr(t)`), and tracking error `d(t)` (log scale)."""
     series, metrics = result.series, result.metrics
     fig = Figure(figsize=(15, 4.2))
     axes = fig.subplots(1, 3)
@@ -41,8 +42,13 @@ def plot_comparison(result, path: str | Path | None = None):
             axes[2].plot(s["step"][1:], s["rel_dist"][1:], color=c, lw=lw, label=label)
         axes[1].plot(s["sharpness_step"], s["sharpness"], color=c, lw=lw, label=label,
                      ls="-" if name == "discrete" else "--")
-    axes[1].axhline(metrics["threshold"], color="gray", ls=":",
-                    label=f"threshold = {metrics['threshold']:.3g}")
+    moving = series.get("discrete", {}).get("threshold")
+    if moving is not None:  # a learning-rate schedule: the threshold threshold(lr(t)) moves
+        axes[1].plot(series["discrete"]["step"], moving, color="gray", ls=":", lw=1.2,
+                     label=f"threshold at lr(t) (last {metrics['threshold']:.3g})")
+    else:
+        axes[1].axhline(metrics["threshold"], color="gray", ls=":",
+                        label=f"threshold = {metrics['threshold']:.3g}")
     axes[0].set(yscale="log", xlabel="step", title="loss")
     axes[1].set(xlabel="step", title="sharpness" if metrics.get("sharpness_kind", "hessian") == "hessian"
                 else "effective sharpness (of P^-1 H)")
@@ -53,12 +59,24 @@ def plot_comparison(result, path: str | Path | None = None):
         ax.legend(fontsize=8)
     opt = metrics.get("optimizer", "gd")
     opt = "" if opt == "gd" else f"{opt}  "
-    fig.suptitle(f"{metrics['problem']}  {opt}lr={metrics['lr']:g}  ({metrics['dtype']})"
+    lr_text = (f"lr={metrics['lr']:g}" if "lr_schedule" not in metrics
+               else f"lr schedule (peak {metrics['lr']:g})")
+    fig.suptitle(f"{metrics['problem']}  {opt}{lr_text}  ({metrics['dtype']})"
                  + ("" if onset is None else f"  EoS from step {onset}"))
     fig.tight_layout()
     if path is not None:
         write_figure(path, fig)
     return fig
+
+
+def _threshold_at(metrics, discrete, steps):
+    """The threshold at the given steps: per step with a learning-rate schedule (the series'
+    `threshold`), else the run's one number."""
+    moving = discrete.get("threshold")
+    if moving is None:
+        return metrics["threshold"]
+    moving = np.asarray(moving, float)
+    return moving[np.minimum(np.asarray(steps, int), len(moving) - 1)]
 
 
 def _finite(a):
@@ -79,12 +97,13 @@ def plot_sweep(result, path: str | Path | None = None):
     for comp, run in zip(runs, metrics["runs"]):
         frac = 0.0 if span[1] == span[0] else (run["lr"] - span[0]) / (span[1] - span[0])
         c = cmap(frac)
-        thr = comp.metrics["threshold"]
         d = comp.series["discrete"]
+        thr = _threshold_at(comp.metrics, d, d["sharpness_step"])
         axes[0].plot(d["sharpness_step"], _finite(d["sharpness"]) / thr, color=c, lw=1.0)
         if "rod" in comp.series:
             s = comp.series["rod"]
-            axes[0].plot(s["sharpness_step"], _finite(s["sharpness"]) / thr, color=c, lw=1.0, ls="--")
+            rod_thr = _threshold_at(comp.metrics, d, s["sharpness_step"])
+            axes[0].plot(s["sharpness_step"], _finite(s["sharpness"]) / rod_thr, color=c, lw=1.0, ls="--")
     axes[0].axhline(1.0, color="gray", ls=":")
     axes[0].set(xlabel="step", ylabel="sharpness / (2/lr)",
                 title="sharpness / (2/lr): GD solid, rod dashed (colour = lr)")

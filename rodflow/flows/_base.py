@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import abc
 import math
+from collections.abc import Callable
 from typing import Any
 
 import diffrax
@@ -12,6 +13,7 @@ from jaxtyping import Array, Float, PyTree
 
 from .._maps import AbstractMap, GradientDescent, check_final
 from .._problem import Problem
+from .._schedule import scaled
 
 
 class FlowArgs(eqx.Module):
@@ -24,6 +26,11 @@ class FlowArgs(eqx.Module):
     Flows start at step `start` (0 unless the run has a warm start, see `compare(start_step=)`):
     `init_state(x0)` is then the discrete run's state `z_start` at that step, and a flow's first
     step is `delta(z_start, start)`.
+
+    **Schedules.** With `schedule` (a static callable `t -> float`, e.g. an optax schedule) the
+    step size at step `t` is `lr * schedule(t)` ([`lr_at`][]): `lr` is then the grid point's
+    scale. A flow at time `t` models the pair `(z_t, z_{t+1})` and uses `lr_at(t + 1/2)` (as
+    `delta(z, t + 0.5)` does); the threshold at integer step `k` is `threshold(lr_at(k))`.
     """
 
     problem: Problem
@@ -31,10 +38,12 @@ class FlowArgs(eqx.Module):
     map: AbstractMap = GradientDescent()
     start: Float[Array, ""] | float = 0.0
     z_start: Float[Array, " n"] | None = None
+    schedule: Callable | None = eqx.field(static=True, default=None)
 
     def lr_at(self, t=None):
-        """The step size at (fractional) step `t` (`t=None`: step 0). Constant: `lr`."""
-        return self.lr
+        """The step size at (fractional) step `t` (`t=None`: step 0): `lr * schedule(t)`, or
+        `lr` itself without a schedule."""
+        return scaled(self.lr, self.schedule, t)
 
     def delta(self, x, t=None):
         return self.map.delta(self.problem, x, self.lr_at(t), t)
@@ -55,7 +64,7 @@ class FlowArgs(eqx.Module):
         z0 = self.map.init_state(self.problem, x0, self.lr)
         dtype = z0.dtype
         z = jax.lax.fori_loop(0, steps, lambda k, z: z + self.delta(z, k.astype(dtype)), z0)
-        return FlowArgs(self.problem, self.lr, self.map, jnp.asarray(steps, dtype), z)
+        return FlowArgs(self.problem, self.lr, self.map, jnp.asarray(steps, dtype), z, self.schedule)
 
 
 class AbstractFlow(eqx.Module):
@@ -126,7 +135,7 @@ class AbstractFlow(eqx.Module):
         """Predicted (effective) sharpness and updated eigenvector warm start. Default: the map's
         effective sharpness at `centre(y)` at time `t` (for GD the top Hessian eigenvalue by
         [`rodflow.top_eigenpairs`][])."""
-        vals, U = args.map.sharpness(args.problem, self.centre(y), args.lr, U0, t, method=method,
+        vals, U = args.map.sharpness(args.problem, self.centre(y), args.lr_at(t), U0, t, method=method,
                                      max_iters=max_iters)
         return vals[0], U
 

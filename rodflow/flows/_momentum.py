@@ -29,7 +29,7 @@ class SecondOrder(NamedTuple):
     @staticmethod
     def of(args: FlowArgs, k, nu) -> SecondOrder:
         m = args.map
-        beta, lr_k = m.coefficients(args.lr, k)
+        beta, lr_k = m.coefficients(args.lr_at(k), k)
         inv_p = 1.0 if nu is None else 1.0 / m.preconditioner(nu, k + 1.0)
         return SecondOrder(beta, lr_k, inv_p, m.decoupled_decay())
 

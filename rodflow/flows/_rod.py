@@ -205,8 +205,9 @@ class RodFlow(AbstractRodFlow):
         """Rod curvature `kappa` in units of the map's threshold (`-q / lr` for GD, i.e. `v . D`;
         `(-q/2) * threshold(lr)` in general: the rod grows iff it exceeds the threshold)."""
         v = y.direction / jnp.linalg.norm(y.direction)
-        _, m, _ = self.rod_terms(y.centre, jnp.exp(y.log_rho), v, args, None if t is None else t + 0.5, y.nu)
-        return args.map.rod_sharpness(jnp.vdot(v, m), args.lr)
+        t_half = None if t is None else t + 0.5
+        _, m, _ = self.rod_terms(y.centre, jnp.exp(y.log_rho), v, args, t_half, y.nu)
+        return args.map.rod_sharpness(jnp.vdot(v, m), args.lr_at(t_half))
 
     def cost_per_rhs(self):
         # order 2 evaluates the rod's terms twice (at y and at the rod map's image of y)
