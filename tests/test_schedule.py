@@ -247,3 +247,19 @@ def test_cli_schedule_runs_saves_and_plots(tmp_path, capsys):
     assert thr[0] == pytest.approx(20.0) and thr[-1] == pytest.approx(5.0)
     assert main(["plot", str(out), "--out", str(tmp_path / "again.png")]) == 0
     assert (tmp_path / "again.png").stat().st_size > 10_000
+
+
+def test_cli_sweep_scales_the_schedule_to_each_peak(tmp_path, capsys):
+    from rodflow.cli import main
+
+    out = tmp_path / "sweep"
+    code = main(["sweep", "--problem", "eos-toy", "--lrs", "0.2,0.4", "--lr-schedule", "warmup-constant",
+                 "--lr-init", "0.1", "--warmup-steps", "100", "--steps", "150", "--sharpness-every", "5",
+                 "--flows", "discrete,rod", "--x64", "--no-progress", "--no-figure", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    s = rodflow.load(out)
+    assert s.metrics["lr_schedule"]["name"] == "warmup-constant"
+    for run, peak in zip(s.runs, (0.2, 0.4)):
+        lr = run.series["discrete"]["lr"]
+        assert run.metrics["lr"] == peak and lr[-1] == pytest.approx(peak, rel=1e-6)
+        assert lr[0] == pytest.approx(0.1 * peak / 0.4, rel=1e-6)  # the whole schedule is scaled
