@@ -267,7 +267,9 @@ def format_table(metrics: dict) -> str:
     rule = {"crossing_after_transient": ", after the opening transient above it",
             "above_from_start": ", above it from the start"}.get(metrics.get("eos_onset_rule"), "")
     s0 = metrics.get("sharpness_initial")
-    lines.append(f"EoS onset (GD sharpness > {metrics['threshold']:.4g}): "
+    above = (f"{metrics['threshold']:.4g}" if "lr_schedule" not in metrics
+             else f"the threshold at lr(k), {metrics['threshold']:.4g} at the last step")
+    lines.append(f"EoS onset (GD sharpness > {above}): "
                  f"{'never' if onset is None else f'step {onset}'}{rule}"
                  + ("" if s0 is None else f"; initial sharpness {s0:.4g}"))
     start, auto = metrics.get("start_step", 0), metrics.get("start_step_auto")
