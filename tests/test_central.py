@@ -142,7 +142,8 @@ def test_central_jit_matches_eager():
     y = CentralState(jnp.array([jnp.log(5.0) + 1e-3, 1e-3]), jnp.eye(2), jnp.zeros((2, 2)), jnp.zeros(2))
     eager = flow.vector_field(0.0, y, args)
     jitted = jax.jit(flow.vector_field)(0.0, y, args)
-    for a, b in zip(eager, jitted):
+    assert eager.nu is None and jitted.nu is None  # gradient descent: no second moments
+    for a, b in zip(eager[:4], jitted[:4]):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-14)
     assert float(eager.centre[0]) < 0  # the sharpness gradient pushes x back below log(2/lr)
 
@@ -188,16 +189,19 @@ def test_newly_critical_direction_is_picked_up():
     np.testing.assert_allclose(Sigma[1], jnp.diag(sig2), rtol=1e-5, atol=1e-9)
 
 
-def test_central_supports_gradient_descent_only():
-    """Central Flow uses `lr` and the Hessian directly: it declares the plain-gradient capability
-    and names it when a map lacks it, before anything is traced."""
+def test_central_supports_gradient_descent_and_rmsprop_only():
+    """Central Flow is derived for gradient descent and the RMSProp family without momentum; it
+    names what a map lacks before anything is traced."""
     flow = CentralFlow()
-    assert flow.unsupported(rodflow.GradientDescent()) is None
+    for m in (rodflow.GradientDescent(), rodflow.RMSProp(), rodflow.ScalarRMSProp(),
+              rodflow.RMSProp(bias_correction=True)):
+        assert flow.unsupported(m) is None
     assert flow.unsupported(rodflow.HeavyBall()) == (
-        "needs a map with plain gradient steps (GradientDescent); heavy-ball does not provide it")
-    for m in (rodflow.Adam(), rodflow.AdamW(), rodflow.Nesterov()):
+        "needs gradient descent or an RMSProp-type map (a diagonal preconditioner without momentum or "
+        "weight decay: RMSProp, ScalarRMSProp); heavy-ball is neither")
+    for m in (rodflow.Adam(), rodflow.AdamW(), rodflow.Nesterov(), rodflow.ScalarAdam()):
         assert m.name in flow.unsupported(m)
     with pytest.raises(ValueError, match="flow 'central' does not support optimizer 'heavy-ball'"):
         flow.init(TOY.x0, FlowArgs(TOY, jnp.asarray(0.4), rodflow.HeavyBall()))
-    with pytest.raises(ValueError, match="plain gradient steps"):
+    with pytest.raises(ValueError, match="RMSProp-type map"):
         rodflow.compare(TOY, lr=0.4, steps=5, optimizer=rodflow.HeavyBall(), flows=("central",), figure=False)

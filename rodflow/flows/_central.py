@@ -10,10 +10,17 @@ import numpy as np
 
 from .._derivatives import hvp
 from .._lax import gated
-from .._maps import AbstractPlainGradientMap
+from .._maps import (
+    AbstractMap,
+    AbstractMomentumMap,
+    AbstractPlainGradientMap,
+    AbstractPreconditionedMap,
+    preconditioned_eigenpairs,
+)
 from .._spectrum import initial_vectors, resolve_method, top_eigenpairs
 from ._base import AbstractFlow, FlowArgs
 from ._cone_qp import solve_cone_qp
+from ._momentum import start_centre
 
 
 class CentralTerms(eqx.Module):
@@ -26,16 +33,27 @@ class CentralTerms(eqx.Module):
     X: jax.Array  # (k, k) psd solution of the cone problem, Sigma = U X U^T
     drift: jax.Array  # (p,) 1/2 grad_w <Sigma, H(w)> at fixed U
     grad: jax.Array  # (p,) grad L(w)
+    scale: jax.Array | None = None  # (p,) D = P^{-1/2} (None: gradient descent, D = 1)
+    dnu: jax.Array | None = None  # dnu/dt of the second moments (None: gradient descent)
 
 
 class CentralState(NamedTuple):
-    """State of [`CentralFlow`][]: the point `w`, and, carried for the warm start and the extras,
-    the tracked eigenvectors `U`, the factor `X` of `Sigma = U X U^T` and `s = eta * eigenvalues`."""
+    """State of [`CentralFlow`][]: the point `w` (and, for RMSProp, the second moments `nu`),
+    and, carried for the warm start and the extras, the tracked eigenvectors `U`, the factor `X`
+    of `Sigma = D U X U^T D` and `s = eta * eigenvalues`."""
 
     centre: jax.Array  # (p,) w
     eigenvectors: jax.Array  # (p, k) U
     sigma_factor: jax.Array  # (k, k) X
     lr_eigenvalues: jax.Array  # (k,) s
+    nu: jax.Array | None = None  # (n,) smooth second moments (None: gradient descent)
+
+
+def is_rmsprop_like(opt_map: AbstractMap) -> bool:
+    """A diagonal preconditioner from a second moment, without momentum or weight decay (RMSProp,
+    scalar RMSProp): the maps whose Central Flow [`CentralFlow`][] derives."""
+    return (isinstance(opt_map, AbstractPreconditionedMap) and isinstance(opt_map, AbstractMomentumMap)
+            and opt_map.momentum() == 0 and opt_map.decoupled_decay() is None)
 
 
 class CentralFlow(AbstractFlow):
@@ -87,15 +105,45 @@ class CentralFlow(AbstractFlow):
 
     **Observables.** `predicted_loss = L(w) + 1/2 <Sigma, H(w)> = L + 1/2 sum X_ij H_ij`
     (recomputed exactly at `w`). `sharpness`: top Hessian eigenvalue at `w` (default of
-    `AbstractFlow`). `extras`, as of the last substep: `sigma2 = tr X = tr Sigma` and
+    `AbstractFlow`). `extras`, as of the last substep: `sigma2 = tr X` (`= tr Sigma` for GD) and
     `n_critical`, the number of eigenvalues with `eta * lambda > critical`.
 
-    **Optimisers.** Gradient descent only: the flow uses `eta` and the Hessian of the loss
-    directly (`requires = (AbstractPlainGradientMap,)`).
+    **RMSProp and scalar RMSProp** (the paper's adaptive central flows). RMSProp steps
+    `x' = x - eta g / P` with `P = sqrt(nu_hat) + eps` and `nu' = beta2 nu + (1 - beta2) g^2` (the
+    mean of `g^2` for the scalar variant). Its stability is that of GD in the metric `P`: the
+    effective sharpness is `lambda_max(P^{-1} H)` (computed as that of `D H D`, `D = P^{-1/2}`),
+    threshold `2/eta`. The flow keeps `nu` as a smooth variable and oscillates in `D`-scaled
+    directions, `Sigma = D U X U^T D` with `U` the top eigenvectors of `D H D`:
+
+    $$\frac{dw}{dt} = -\eta\, P^{-1}\Big[\nabla L(w) + \tfrac12 \nabla_w \langle \Sigma, H(w)
+    \rangle\Big], \qquad \frac{d\nu}{dt} = (1 - \beta_2)\big(\nabla L^2 + \mathrm{diag}(H \Sigma H)
+    - \nu\big),$$
+
+    the second because GD's `g` oscillates as `g + H delta` with `E[delta delta^T] = Sigma`, so
+    `E[g^2] = g^2 + diag(H Sigma H)`. The constraint is on `M = U^T D H D U`; its derivative now
+    has two parts: the motion of `w` (as for GD, with `<grad H_ij, P^{-1} ...>` in place of
+    `<grad H_ij, ...>`) and the motion of `D` through `nu`, `dM = 2 sym(U^T diag(dD / D) D H D U)`.
+    Both are affine in `X`, so `X` solves the same cone problem with
+    `B = 1/2 G P^{-1} G^T + B_nu`: the oscillation raises `nu`, which lowers `P^{-1} H`. `B_nu`
+    uses the eigen-relation `D H D u_j = lambda_j u_j` with its eigenvalue factor symmetrised
+    (exact for one tracked eigenvalue, and when the tracked eigenvalues are equal, as at the
+    threshold), which keeps it psd; the gap term of `A` corrects what the linearisation
+    misses. `nu` starts at the discrete run's `nu_1` moved on half a step (the first centre's count,
+    as the momentum flows), and `P` is evaluated at the centre's count `t + 3/2` (bias
+    correction, if any). The state carries `nu` ([`CentralState`][]); the sharpness reported
+    is the flow's own `lambda_max(P^{-1} H)`, the constrained quantity. Cost per right-hand side:
+    `k` more HVPs than for GD (`D H D U`, for `diag(H Sigma H)`).
+
+    **Optimisers.** Gradient descent, RMSProp and scalar RMSProp (with or without bias
+    correction). Not Adam: its first moment adds the heavy-ball ringing of the momentum, whose
+    central dynamics (an oscillation at the threshold `(2 + 2 beta1)/((1 - beta1) eta)` of a
+    second-order system) this derivation does not cover; maps with momentum or weight decay
+    are refused with a one-line error.
     """
 
     name: ClassVar[str] = "central"
-    requires: ClassVar[tuple[type, ...]] = (AbstractPlainGradientMap,)
+    # gradient descent or an RMSProp-type map: see `unsupported`
+    requires: ClassVar[tuple[type, ...]] = ()
     solver: diffrax.AbstractSolver = diffrax.Euler()
     dt: float = 0.25
     rtol: float | None = None
@@ -122,9 +170,11 @@ class CentralFlow(AbstractFlow):
     def _h(self):
         return self.dt if self.horizon is None else self.horizon
 
-    def eigenpairs(self, w, U0, args: FlowArgs, iters: int):
-        """Top-`k` eigenpairs at `w` warm-started from `U0`, and whether they are Ritz pairs of
-        `span(U0, H U0)` (`"auto"`: a dense `eigh` when `top_eigenpairs` would use one)."""
+    def eigenpairs(self, w, U0, args: FlowArgs, iters: int, scale=None):
+        """Top-`k` eigenpairs at `w` warm-started from `U0` of `H` (gradient descent) or of
+        `D H D` (`scale = D = P^{-1/2}`, the spectrum of `P^{-1} H`), by Rayleigh-Ritz steps on
+        `span(U0, H U0)` or by `top_eigenpairs` (`"auto"`: a dense `eigh` when `top_eigenpairs`
+        would use one)."""
         f = args.problem.loss_flat
         n, k = U0.shape
         method = self.eig_method
@@ -132,8 +182,10 @@ class CentralFlow(AbstractFlow):
             method = resolve_method("auto", n, k)
             method = "rr" if (method != "dense" and 2 * k < n) else method
         if method != "rr":
-            return top_eigenpairs(f, w, U0, method=method, max_iters=iters)
-        matvec = jax.vmap(lambda u: hvp(f, w, u), in_axes=1, out_axes=1)
+            if scale is None:
+                return top_eigenpairs(f, w, U0, method=method, max_iters=iters)
+            return preconditioned_eigenpairs(f, w, scale, U0, method=method, max_iters=iters)
+        matvec = jax.vmap(lambda u: _hd(f, w, u, scale), in_axes=1, out_axes=1)
 
         def rr_step(_, U):
             # Rayleigh-Ritz on the block Krylov space span(U, H U): 2k HVPs. A Householder QR of
@@ -155,26 +207,41 @@ class CentralFlow(AbstractFlow):
         vals, S = jnp.linalg.eigh(0.5 * (T + T.T))
         return vals[::-1], U @ S[:, ::-1]
 
-    def terms(self, w, U0, args: FlowArgs, *, eig_iters: int | None = None) -> CentralTerms:
-        """Eigenpairs, cone problem and drift at `w`, warm-starting the eigensolver from `U0`."""
+    def terms(self, w, U0, args: FlowArgs, *, eig_iters: int | None = None, nu=None, t=None) -> CentralTerms:
+        """Eigenpairs, cone problem and drift at `w` (with the second moments `nu` for RMSProp)
+        at time `t`, warm-starting the eigensolver from `U0`."""
         f = args.problem.loss_flat
-        lr = args.lr
+        lr = args.lr_at(None if t is None else t + 0.5)
         k = U0.shape[1]
-        vals, U = self.eigenpairs(w, U0, args, self.eig_iters if eig_iters is None else eig_iters)
+        D = count = None
+        if nu is not None:  # D = P^{-1/2} of the smooth nu, at the count of the centre's step
+            count = jnp.asarray(1.5 if t is None else t + 1.5, w.dtype)
+            D = _scale(args.map, nu, count) * jnp.ones_like(w)
+        vals, U = self.eigenpairs(w, U0, args, self.eig_iters if eig_iters is None else eig_iters, D)
         sign = jnp.sign(jnp.sum(U * U0, axis=0))
         U = U * jnp.where(sign == 0, 1.0, sign)
         mask = (lr * vals > self.track) & jnp.isfinite(vals)
         mmask = mask[:, None] & mask[None, :]
         g = jax.grad(f)(w)
         eye = jnp.eye(k, dtype=w.dtype)
+        move = g if D is None else D * D * g  # -dw/dt / lr at X = 0
 
-        # A_ij = <grad H_ij, g> + (2/lr delta_ij - M_ij) / (lr h); M = U^T H U = diag(vals)
-        # for exact or Ritz eigenpairs. <grad H_ij, g> = u_i . (d/de H(w + e g)) u_j: k jvps.
+        # A_ij = <grad H_ij, P^-1 g> + (2/lr delta_ij - M_ij) / (lr h); M = U^T D H D U =
+        # diag(vals) for exact or Ritz eigenpairs. <grad H_ij, v> = u_i . (d/de D H(w + e v) D) u_j.
         def dHg(u):
-            return jax.jvp(lambda x: hvp(f, x, u), (w,), (g,))[1]
+            return jax.jvp(lambda x: _hd(f, x, u, D), (w,), (move,))[1]
 
         Ag = U.T @ jax.vmap(dHg, in_axes=1, out_axes=1)(U)
         A = 0.5 * (Ag + Ag.T) + (2.0 / lr * eye - jnp.diag(vals)) / (lr * self._h())
+        if D is not None:
+            # the second moments move D: dM = 2 sym(U^T diag(dD / D) (D H D) U), with
+            # dnu = (1 - beta2)(g^2 - nu) at X = 0 (and the count's own drift, bias correction)
+            AU = jax.vmap(lambda u: _hd(f, w, u, D), in_axes=1, out_axes=1)(U)
+            dnu0 = args.map.nu_drive(g * g, nu)
+            dD0 = jax.jvp(lambda n, c: _scale(args.map, n, c), (nu, count),
+                          (dnu0, jnp.ones_like(count)))[1] * jnp.ones_like(w)
+            An = U.T @ ((dD0 / D)[:, None] * AU)
+            A = A - (An + An.T) / lr
         A = jnp.where(mmask, A, 0.0)
         # X = 0 solves the cone problem iff A is psd on the tracked block: skip the rest then.
         lift = jnp.diag(jnp.where(mask, 0.0, 1.0 + jnp.max(jnp.abs(A))))
@@ -187,48 +254,87 @@ class CentralFlow(AbstractFlow):
         pair = pair.reshape(-1)
 
         def active():
-            def dH(i, j):  # grad_w (u_i . H(w) u_j), u fixed: a third-derivative term
-                return jax.grad(lambda x: jnp.vdot(U[:, i], hvp(f, x, U[:, j])))(w)
+            def dH(i, j):  # grad_w (u_i . D H(w) D u_j), u and D fixed: a third-derivative term
+                return jax.grad(lambda x: jnp.vdot(U[:, i], _hd(f, x, U[:, j], D)))(w)
 
             Gp = jax.vmap(dH)(jnp.asarray(iu), jnp.asarray(ju))  # (m, p), pairs i <= j
-            gram = (Gp @ Gp.T)[pair][:, pair]  # (k^2, k^2): <grad H_ij, grad H_kl>
-            X, _ = solve_cone_qp(A, 0.5 * gram, mask, max_iters=self.qp_iters, tol=self.qp_tol)
+            if D is None:
+                gram = (Gp @ Gp.T)[pair][:, pair]  # (k^2, k^2): <grad H_ij, grad H_kl>
+                B = 0.5 * gram
+            else:
+                gram = ((Gp * (D * D)) @ Gp.T)[pair][:, pair]  # <grad H_ij, P^-1 grad H_kl>
+                B = 0.5 * gram + _nu_operator(args.map, U, D, nu, count, vals) / lr
+            X, _ = solve_cone_qp(A, B, mask, max_iters=self.qp_iters, tol=self.qp_tol)
             return X, 0.5 * (X.reshape(-1) @ Gp[pair])
 
         # gated rather than lax.cond: under vmap (sweeps) only run when some lane needs it
         X, drift = gated(need, active, (jnp.zeros((k, k), w.dtype), jnp.zeros_like(w)))
-        return CentralTerms(eigvals=vals, U=U, mask=mask, M=jnp.diag(vals), X=X, drift=drift, grad=g)
+        dnu = None
+        if D is not None:  # dnu/dt = (1 - beta2)(g^2 + diag(H Sigma H) - nu), H D U = (D H D U) / D
+            Y = AU / D[:, None]
+            dnu = args.map.nu_drive(g * g + jnp.sum((Y @ X) * Y, axis=1), nu)
+        return CentralTerms(eigvals=vals, U=U, mask=mask, M=jnp.diag(vals), X=X, drift=drift, grad=g,
+                            scale=D, dnu=dnu)
 
-    def sigma(self, y, args: FlowArgs):
+    def sigma(self, y, args: FlowArgs, t=None):
         """`(Sigma's factor X, eigenvectors U)` at the state's point (recomputed)."""
-        t = self.terms(y.centre, y.eigenvectors, args)
-        return t.X, t.U
+        c = self.terms(y.centre, y.eigenvectors, args, nu=y.nu, t=t)
+        return c.X, c.U
 
     # -- AbstractFlow ----------------------------------------------------------------------------
+    def unsupported(self, opt_map: AbstractMap) -> str | None:
+        if isinstance(opt_map, AbstractPlainGradientMap) or is_rmsprop_like(opt_map):
+            return None
+        return (f"needs gradient descent or an RMSProp-type map (a diagonal preconditioner without "
+                f"momentum or weight decay: RMSProp, ScalarRMSProp); {opt_map.name} is neither")
+
     def init(self, x0, args: FlowArgs) -> CentralState:
         self.check_supported(args.map)
-        z0 = args.init_state(x0)
-        w0 = z0 + 0.5 * args.delta(z0, args.start)
+        nu = D = None
+        if isinstance(args.map, AbstractPlainGradientMap):
+            z0 = args.init_state(x0)
+            w0 = z0 + 0.5 * args.delta(z0, args.start)
+        else:  # the first centre, nu moved on to its count (as the momentum flows)
+            w0, _, nu = start_centre(args, x0)
+            D = _scale(args.map, nu, jnp.asarray(args.start, w0.dtype) + 1.5) * jnp.ones_like(w0)
         k = min(self.k, w0.shape[0])
         U0 = initial_vectors(w0.shape[0], k, w0.dtype)
         method = "auto" if self.eig_method == "rr" else self.eig_method
-        _, U0 = top_eigenpairs(args.problem.loss_flat, w0, U0, method=method,
-                               max_iters=self.init_eig_iters)
-        return CentralState(w0, U0, jnp.zeros((k, k), w0.dtype), jnp.zeros((k,), w0.dtype))
+        if D is None:
+            _, U0 = top_eigenpairs(args.problem.loss_flat, w0, U0, method=method,
+                                   max_iters=self.init_eig_iters)
+        else:
+            _, U0 = preconditioned_eigenpairs(args.problem.loss_flat, w0, D, U0, method=method,
+                                              max_iters=self.init_eig_iters)
+        return CentralState(w0, U0, jnp.zeros((k, k), w0.dtype), jnp.zeros((k,), w0.dtype), nu)
 
     def vector_field(self, t, y: CentralState, args: FlowArgs) -> CentralState:
-        w, U, X, s = y
-        c = self.terms(w, U, args)
-        dw = -args.lr * (c.grad + c.drift)
-        return CentralState(dw, (c.U - U) / self.dt, (c.X - X) / self.dt, (args.lr * c.eigvals - s) / self.dt)
+        w, U, X, s, nu = y
+        c = self.terms(w, U, args, nu=nu, t=t)
+        lr = args.lr_at(t + 0.5)
+        if c.scale is None:
+            dw = -lr * (c.grad + c.drift)
+        else:
+            dw = -lr * (c.scale * c.scale) * (c.grad + c.drift)
+        return CentralState(dw, (c.U - U) / self.dt, (c.X - X) / self.dt, (lr * c.eigvals - s) / self.dt,
+                            c.dnu)
 
     def centre(self, y):
         return y.centre
 
-    def predicted_loss(self, y, args: FlowArgs):
+    def predicted_loss(self, y, args: FlowArgs, t=None):
         w = y.centre
-        c = self.terms(w, y.eigenvectors, args)
+        c = self.terms(w, y.eigenvectors, args, nu=y.nu, t=t)
         return args.problem.loss_flat(w) + 0.5 * jnp.sum(c.X * c.M)
+
+    def sharpness(self, y, args: FlowArgs, U0, t=None, *, method="auto", max_iters=40):
+        if y.nu is None:
+            return super().sharpness(y, args, U0, t, method=method, max_iters=max_iters)
+        count = jnp.asarray(1.5 if t is None else t + 1.5, y.centre.dtype)
+        D = _scale(args.map, y.nu, count) * jnp.ones_like(y.centre)
+        vals, U = preconditioned_eigenpairs(args.problem.loss_flat, y.centre, D, U0, method=method,
+                                            max_iters=max_iters)
+        return vals[0], U
 
     def extras(self, y, args: FlowArgs):
         X, s = y.sigma_factor, y.lr_eigenvalues
@@ -242,3 +348,45 @@ class CentralFlow(AbstractFlow):
         # predicted loss (once per step, outside the solver) recomputes the same terms.
         k = self.k
         return {"grads": 1, "hvps": 2 * k * self.eig_iters + k + 2 * k + k * (k + 1)}
+
+
+def _hd(f, x, u, D):
+    """`D H(x) D u` (`H(x) u` when `D` is `None`)."""
+    if D is None:
+        return hvp(f, x, u)
+    return D * hvp(f, x, D * u)
+
+
+def _scale(opt_map, nu, count):
+    """`D = P^{-1/2}`, `P = sqrt(nu_hat) + eps` of the second moments `nu` at `count`."""
+    return jax.lax.rsqrt(opt_map.preconditioner(nu, count))
+
+
+def _nu_operator(opt_map, U, D, nu, count, vals):
+    """The part of `B` that comes from the second moments, times `eta`. The oscillation
+    `Sigma = D U X U^T D` raises `nu` by `dnu = (1 - beta2) N(diag(H Sigma H))` (`N`: the
+    identity, or the mean over the parameters for the scalar variant), which lowers `D` and so
+    `M = U^T D H D U`: `-dM_ij = -2 sym sum_p u_ip (dD_p / D_p) (D H D u_j)_p`. With the
+    eigen-relation `D H D u_j = lambda_j u_j` this is
+
+        -dM_ij = -(lambda_i + lambda_j) sum_p u_ip u_jp (dD/dnu (1 - beta2) N(sum_kl lambda_k lambda_l X_kl u_k u_l / D^2))_p / D_p,
+
+    an operator of degree one in the output's and two in the input's eigenvalues. The factor
+    `(lambda_i + lambda_j)/2 * lambda_k lambda_l` is taken as `(lambda_i lambda_j)^(3/4)
+    (lambda_k lambda_l)^(3/4)`: exact for one tracked eigenvalue and when the tracked
+    eigenvalues are equal (all at the threshold, where the constraint binds), and it makes the
+    operator a congruence of a psd one (`dD/dnu < 0`; `N` is a positive diagonal or a positive
+    multiple of the averaging projector). Symmetrised against rounding."""
+    p, k = U.shape
+    c = jnp.maximum(vals, 0.0) ** 0.75
+    Q = ((U * c)[:, :, None] * (U * c)[:, None, :]).reshape(p, k * k)
+    zero = jnp.zeros_like(nu)
+
+    def column(q):
+        dnu = opt_map.nu_drive(q / (D * D), zero)
+        dD = jax.jvp(lambda n: _scale(opt_map, n, count), (nu,), (dnu,))[1]
+        return (dD * jnp.ones_like(D)) / D
+
+    cols = jax.vmap(column, in_axes=1, out_axes=1)(Q)  # (p, k^2): dD / D per column of vec X
+    B = -2.0 * (Q.T @ cols)
+    return 0.5 * (B + B.T)
