@@ -280,7 +280,8 @@ def format_table(metrics: dict) -> str:
                      + ("none" if end == 0 else "does not settle" if end is None
                         else f"settled by step {end}")
                      + ")")
-    elif s0 is not None and s0 > metrics["threshold"] and not start:
+    elif not start and (metrics.get("eos_onset_rule") in ("crossing_after_transient", "above_from_start")
+                        if "lr_schedule" in metrics else s0 is not None and s0 > metrics["threshold"]):
         lines.append("Note: the run starts above the threshold (a catapult from initialisation, which no "
                      "flow follows step by step); start_step='auto' (--start-step auto) starts the "
                      "flows after it.")
