@@ -150,8 +150,28 @@ def optimizers_runs() -> str:
     return mod.summary(results)
 
 
+def schedule() -> str:
+    """docs/guides/schedules.md: GD and the flows under a linear warm-up (`schedule.json`)."""
+    d = json.loads((RESULTS / "schedule.json").read_text())
+    gd = d["gd_threshold_tracking"]
+    sch = d["schedule"]
+    after, during = gd.get("after_warmup") or {}, gd.get("during_warmup") or {}
+    names = [f for f in d["per_flow"] if f != "discrete"]
+    rows = ["| problem (dtype, steps) | lr schedule | EoS onset | GD S / (2/lr) after warm-up (median, "
+            "median dev) | during warm-up | " + " | ".join(f"{f} d (EoS)" for f in names)
+            + " | rod / stable |", "|" + "---|" * (5 + len(d["per_flow"]))]
+    flows = " | ".join(_g(v["rel_dist_mean_eos"]) for f, v in d["per_flow"].items() if f != "discrete")
+    rows.append(
+        f"| {d['problem']} (f{d['dtype'][5:]}, {d['steps']}) | {sch['init_value']:g} -> {sch['end_value']:g} "
+        f"over {sch['transition_steps']}, then constant | {gd['eos_onset_step']} | "
+        f"{_g(after.get('median_ratio'))}, {_g(after.get('median_abs_dev'), 2)} | "
+        f"{_g(during.get('median_ratio'))}, {_g(during.get('median_abs_dev'), 2)} | {flows} | "
+        f"{_g(d['rod_over_stable_eos'], 2)} |")
+    return "\n".join(rows)
+
+
 TABLES = ("flagship", "eos_tracking", "flows_cost_accuracy", "rod_timing", "optimizers_acceptance",
-          "optimizers_runs", "cost")
+          "optimizers_runs", "cost", "schedule")
 
 
 def _markers(name: str) -> tuple[str, str]:
