@@ -127,3 +127,22 @@ def test_one_substep_lands_on_the_threshold(opt, offset):
     before, after = sharp(y, t), sharp(y1, t + flow.dt)
     np.testing.assert_allclose(before, offset, rtol=1e-6, atol=1e-9)
     assert abs(after) < 0.02 * abs(before)  # measured: 1% (offset 0.02), 0.25% (offset -0.005)
+
+
+@pytest.mark.parametrize("opt", [rodflow.GradientDescent(), rodflow.RMSProp()], ids=["gd", "rmsprop"])
+def test_central_uses_the_step_size_at_its_time_under_a_schedule(opt):
+    """Under a schedule the vector field and the recorded predicted loss at time `t` are those
+    of the constant step size `lr(t + 1/2)` (the flow models the pair `(z_t, z_{t+1})`)."""
+    flow, t = CentralFlow(), 7.0
+    sched = lambda k: 0.3 + 0.02 * k  # noqa: E731
+    scheduled = FlowArgs(TOY, jnp.asarray(1.0), opt, schedule=sched)
+    constant = FlowArgs(TOY, jnp.asarray(sched(t + 0.5)), opt)
+    y = flow.init(TOY.x0, constant)._replace(centre=jnp.array([np.log(2.0 / sched(t + 0.5)) + 0.01, 0.05]))
+    if opt.name == "rmsprop":  # P_y near exp(x) lr / 2: the y-curvature at its threshold
+        y = y._replace(nu=jnp.array([0.05, (0.5 * sched(t + 0.5) * 2.0 / sched(t + 0.5)) ** 2]))
+    a, b = flow.vector_field(t, y, scheduled), flow.vector_field(t, y, constant)
+    assert float(jnp.abs(b.sigma_factor).max()) > 0  # the constraint binds
+    for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_allclose(u, v, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(flow.predicted_loss_at(t, y, scheduled), flow.predicted_loss_at(t, y, constant),
+                               rtol=1e-12)

@@ -127,6 +127,12 @@ class AbstractFlow(eqx.Module):
     def predicted_loss(self, y: PyTree, args: FlowArgs) -> Float[Array, ""]:
         """The flow's prediction of GD's loss (averaged over an oscillation)."""
 
+    def predicted_loss_at(self, t, y: PyTree, args: FlowArgs) -> Float[Array, ""]:
+        """The predicted loss at time `t` (what the runs record). Default: [`predicted_loss`][];
+        a flow whose prediction depends on the time (the step size under a schedule, the
+        optimiser's bias correction) overrides it."""
+        return self.predicted_loss(y, args)
+
     @abc.abstractmethod
     def cost_per_rhs(self) -> dict[str, int]:
         """Gradient evaluations and Hessian-vector products per vector-field evaluation."""

@@ -322,7 +322,12 @@ class CentralFlow(AbstractFlow):
     def centre(self, y):
         return y.centre
 
-    def predicted_loss(self, y, args: FlowArgs, t=None):
+    def predicted_loss(self, y, args: FlowArgs):
+        return self.predicted_loss_at(None, y, args)
+
+    def predicted_loss_at(self, t, y, args: FlowArgs):
+        """`L(w) + 1/2 <Sigma, H(w)>` with `Sigma` recomputed at `w` and time `t` (`t=None`:
+        step 0), which sets the step size (a schedule) and the count of `P` (bias correction)."""
         w = y.centre
         c = self.terms(w, y.eigenvectors, args, nu=y.nu, t=t)
         return args.problem.loss_flat(w) + 0.5 * jnp.sum(c.X * c.M)
