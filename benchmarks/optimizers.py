@@ -36,6 +36,7 @@ import numpy as np  # noqa: E402
 
 import rodflow  # noqa: E402
 from rodflow import (  # noqa: E402
+    CentralFlow,
     MomentumRodFlow,
     MomentumStableFlow,
     RodFlow,
@@ -93,6 +94,9 @@ def main(argv=None):
     ap.add_argument("--fresh", action="store_true",
                     help="start a new results file instead of adding these runs to the existing one")
     ap.add_argument("--plot-only", action="store_true", help="redraw the figure and table from --out")
+    ap.add_argument("--central", action="store_true",
+                    help="also run Central Flow (`central`) for the optimisers it models (GD, RMSProp, "
+                         "scalar RMSProp)")
     ap.add_argument("--warm", action="store_true",
                     help="warm start: flows start after the momentum transient (rodflow.transient_steps); "
                          "runs are stored as NAME+warm")
@@ -105,6 +109,8 @@ def main(argv=None):
         print(onset_table(results))
         print()
         print(acceptance_table(results))
+        print()
+        print(central_table(results))
         return
     if args.search:
         search(args)
@@ -139,6 +145,8 @@ def main(argv=None):
         if opt.momentum() > 0 and MomentumStableFlow().unsupported(opt) is None:
             flows["stable_momentum"] = MomentumStableFlow()
             flows["rod_momentum"] = MomentumRodFlow()
+        if args.central and CentralFlow().unsupported(opt) is None:
+            flows["central"] = CentralFlow()
         t0 = time.perf_counter()
         r = rodflow.compare(
             problem,
@@ -323,6 +331,31 @@ def acceptance_table(results) -> str:
                      f"{'-' if warm is None else warm.get('start_step', 0)} | {_f(warm_r)} | "
                      f"{'-' if best is None else ('yes' if best <= 0.5 else 'no')} |")
     return "\n".join(lines)
+
+
+def central_table(results) -> str:
+    """Runs with Central Flow (`--central`): the stable flow, Central Flow and the best rod, side
+    by side on the same run (issue 17: central below stable, best rod at most 1.1x central)."""
+    lines = ["| run | lr | onset | stable | central | best rod | rod / central | central < stable | "
+             "rod <= 1.1 central | t_central / t_rod |", "|---" * 10 + "|"]
+    for name, e in results["runs"].items():
+        fl = e["flows"]
+        if "central" not in fl:
+            continue
+        ds, dc = fl["stable"]["rel_dist_mean_eos"], fl["central"]["rel_dist_mean_eos"]
+        dr, rod = _best(fl, ROD_FLOWS)
+        ratio = None if dr is None or not dc else dr / dc
+        walls = (fl["central"].get("wall_s"), fl[rod].get("wall_s") if rod else None)
+        speed = None if None in walls or not walls[1] else walls[0] / walls[1]
+        lines.append(f"| {name} | {e['lr']:g} | {e['eos_onset_step']} | {_g3(ds)} | {_g3(dc)} | "
+                     f"{_g3(dr)} ({rod}) | {_g3(ratio)} | "
+                     f"{'-' if None in (ds, dc) else ('yes' if dc < ds else 'no')} | "
+                     f"{'-' if ratio is None else ('yes' if ratio <= 1.1 else 'no')} | {_g3(speed)} |")
+    return "\n".join(lines)
+
+
+def _g3(v):
+    return "-" if v is None else f"{v:.3g}"
 
 
 def _float_options(e):

@@ -10,6 +10,7 @@ written into it (a file without markers is left alone); with `--which`, each nam
 have its markers in every file given. Where the tables live: `flagship` in README.md,
 `eos_tracking` in docs/benchmarks/networks.md, `flows_cost_accuracy` in
 docs/benchmarks/central-flow.md, `optimizers_acceptance` and `optimizers_runs` in
+docs/benchmarks/optimizers.md, `optimizers_central` in README.md and
 docs/benchmarks/optimizers.md, `rod_timing` in docs/benchmarks/rod-order.md.
 
 Each cell is `mean +- std` over the initialisation seeds at which GD reached EoS within the run
@@ -150,6 +151,11 @@ def optimizers_runs() -> str:
     return mod.summary(results)
 
 
+def optimizers_central() -> str:
+    mod, results = _optimizers()
+    return mod.central_table(results)
+
+
 def schedule() -> str:
     """docs/guides/schedules.md: GD and the flows under a linear warm-up (`schedule.json`)."""
     d = json.loads((RESULTS / "schedule.json").read_text())
@@ -171,7 +177,7 @@ def schedule() -> str:
 
 
 TABLES = ("flagship", "eos_tracking", "flows_cost_accuracy", "rod_timing", "optimizers_acceptance",
-          "optimizers_runs", "cost", "schedule")
+          "optimizers_runs", "optimizers_central", "cost", "schedule")
 
 
 def _markers(name: str) -> tuple[str, str]:
