@@ -438,7 +438,9 @@ def test_capabilities_and_flow_support(m):
     assert isinstance(m, AbstractPreconditionedMap) == precond
     for flow in (StableFlow(), RodFlow()):
         assert flow.unsupported(m) is None
-    assert (CentralFlow().unsupported(m) is None) == plain
+    # Central Flow: GD, and the preconditioned maps without momentum or weight decay (RMSProp)
+    rmsprop_like = precond and second and m.momentum() == 0 and m.decoupled_decay() is None
+    assert (CentralFlow().unsupported(m) is None) == (plain or rmsprop_like)
     for flow in (MomentumStableFlow(), MomentumRodFlow()):
         msg = flow.unsupported(m)
         assert (msg is None) == second
