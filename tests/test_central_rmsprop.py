@@ -86,9 +86,8 @@ def test_central_rmsprop_vmap_matches_single_run():
             np.testing.assert_allclose(b[i], a, rtol=1e-9, atol=1e-12)
 
 
-@pytest.mark.slow  # ~40 s: three compiled run kinds; the flow's numerics are checked above
 def test_compare_central_rmsprop_runs_beside_the_other_flows():
-    r = rodflow.compare(TOY, lr=0.4, steps=200, optimizer=rodflow.RMSProp(), sharpness_every=10,
+    r = rodflow.compare(TOY, lr=0.4, steps=120, optimizer=rodflow.RMSProp(), sharpness_every=10,
                         flows=("discrete", "central"), figure=False, progress=False)
     fl = r.metrics["flows"]
     assert fl["central"]["diverged_at"] is None
