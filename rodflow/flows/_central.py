@@ -57,7 +57,7 @@ def is_rmsprop_like(opt_map: AbstractMap) -> bool:
 
 
 class CentralFlow(AbstractFlow):
-    r"""Central Flow for gradient descent (Cohen, Damian et al., arXiv:2410.24206),
+    r"""Central Flow (Cohen, Damian et al., arXiv:2410.24206); for gradient descent,
 
     $$\frac{dw}{dt} = -\eta \Big[ \nabla L(w) + \tfrac12 \nabla_w \langle \Sigma, H(w) \rangle \Big],
     \qquad \Sigma = U X U^\top,$$
