@@ -43,7 +43,8 @@ def check(opt, problem, lr=1e-3, k=2, h=1e-3):
     nu = jnp.mean(g * g, keepdims=True) if opt.scalar else g * g + 1e-6
     count = jnp.asarray(10.5)
     D = _scale(opt, nu, count) * jnp.ones_like(w)
-    vals, U = preconditioned_eigenpairs(f, w, D, initial_vectors(p, k, w.dtype), method="lobpcg", max_iters=200)
+    U0 = initial_vectors(p, k, w.dtype)
+    vals, U = preconditioned_eigenpairs(f, w, D, U0, method="lobpcg", max_iters=200)
     X = jnp.array([[1.0, 0.3], [0.3, 0.5]]) * 1e-4
     iu, ju = np.triu_indices(k)
     pair = np.zeros((k, k), np.int32)

@@ -166,7 +166,8 @@ def flow_chunk(flow: AbstractFlow, args: FlowArgs, carry: FlowCarry, k0, n_last,
     def observe(t, y, a):
         fargs, ms, kb, _ = a
         i = jnp.clip(jnp.round(t - kb).astype(jnp.int32), 0, every - 1)
-        obs = {"dist": _norm(fargs.params(flow.centre(y)) - ms[i]), "loss": flow.predicted_loss_at(t, y, fargs)}
+        obs = {"dist": _norm(fargs.params(flow.centre(y)) - ms[i]),
+               "loss": flow.predicted_loss_at(t, y, fargs)}
         obs.update(flow.extras(y, fargs))
         return obs
 

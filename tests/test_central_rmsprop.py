@@ -144,5 +144,5 @@ def test_central_uses_the_step_size_at_its_time_under_a_schedule(opt):
     assert float(jnp.abs(b.sigma_factor).max()) > 0  # the constraint binds
     for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
         np.testing.assert_allclose(u, v, rtol=1e-12, atol=1e-15)
-    np.testing.assert_allclose(flow.predicted_loss_at(t, y, scheduled), flow.predicted_loss_at(t, y, constant),
-                               rtol=1e-12)
+    np.testing.assert_allclose(flow.predicted_loss_at(t, y, scheduled),
+                               flow.predicted_loss_at(t, y, constant), rtol=1e-12)

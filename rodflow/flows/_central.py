@@ -374,7 +374,8 @@ def _nu_operator(opt_map, U, D, nu, count, vals):
     `M = U^T D H D U`: `-dM_ij = -2 sym sum_p u_ip (dD_p / D_p) (D H D u_j)_p`. With the
     eigen-relation `D H D u_j = lambda_j u_j` this is
 
-        -dM_ij = -(lambda_i + lambda_j) sum_p u_ip u_jp (dD/dnu (1 - beta2) N(sum_kl lambda_k lambda_l X_kl u_k u_l / D^2))_p / D_p,
+        -dM_ij = -(lambda_i + lambda_j) sum_p u_ip u_jp (dD_p / D_p),
+        dD = dD/dnu (1 - beta2) N(sum_kl lambda_k lambda_l X_kl u_k u_l / D^2),
 
     an operator of degree one in the output's and two in the input's eigenvalues. The factor
     `(lambda_i + lambda_j)/2 * lambda_k lambda_l` is taken as `(lambda_i lambda_j)^(3/4)
