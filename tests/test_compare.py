@@ -204,24 +204,12 @@ def test_memory_budget_cuts_the_chunk_to_whole_blocks():
         rodflow.Settings(steps=100, memory_mb=0.0)
 
 
-def test_resume_after_interruption_gives_same_numbers(tmp_path, monkeypatch):
+def test_resume_after_interruption_gives_same_numbers(tmp_path, stop_at_checkpoint):
     p = rodflow.problems.get("mlp-digits", n=40, width=8)
     kw = dict(lr=0.5, steps=60, chunk=20, figure=False)
     full = rodflow.compare(p, **kw)
 
-    calls = {"n": 0}
-    real_save = _io.save_checkpoint
-
-    def interrupting_save(*args, **kwargs):
-        real_save(*args, **kwargs)
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(_io, "save_checkpoint", interrupting_save)
-    with pytest.raises(KeyboardInterrupt):
-        rodflow.compare(p, out=tmp_path, **kw)
-    monkeypatch.setattr(_io, "save_checkpoint", real_save)
+    stop_at_checkpoint(lambda: rodflow.compare(p, out=tmp_path, **kw), after=2)
     resumed = rodflow.compare(p, out=tmp_path, resume=True, **kw)
     for run in full.series:
         for key in full.series[run]:

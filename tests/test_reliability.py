@@ -24,18 +24,10 @@ def _cli(*args, timeout=600):
                           timeout=timeout)
 
 
-def _interrupted_run(tmp_path, monkeypatch, **kw):
+def _interrupted_run(tmp_path, stop_at_checkpoint, **kw):
     """A compare into `tmp_path` stopped after its first checkpoint."""
-    real_save = _io.save_checkpoint
-
-    def save_then_stop(*args, **kwargs):
-        real_save(*args, **kwargs)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(_io, "save_checkpoint", save_then_stop)
-    with pytest.raises(KeyboardInterrupt):
-        rodflow.compare(rodflow.problems.get("eos-toy"), lr=0.4, steps=100, chunk=20, out=tmp_path, **kw)
-    monkeypatch.setattr(_io, "save_checkpoint", real_save)
+    stop_at_checkpoint(lambda: rodflow.compare(rodflow.problems.get("eos-toy"), lr=0.4, steps=100, chunk=20,
+                                               out=tmp_path, **kw))
 
 
 @pytest.mark.parametrize("change,needle", [
@@ -43,8 +35,8 @@ def _interrupted_run(tmp_path, monkeypatch, **kw):
     (dict(params=np.array([0.5, 0.1])), "x0"),
     (dict(sharpness_every=5), "every"),
 ])
-def test_resume_refuses_changed_settings_naming_them(tmp_path, monkeypatch, change, needle):
-    _interrupted_run(tmp_path, monkeypatch, flows={"rod": rodflow.RodFlow()})
+def test_resume_refuses_changed_settings_naming_them(tmp_path, stop_at_checkpoint, change, needle):
+    _interrupted_run(tmp_path, stop_at_checkpoint, flows={"rod": rodflow.RodFlow()})
     kw = dict(lr=0.4, steps=100, chunk=20, out=tmp_path, resume=True, flows={"rod": rodflow.RodFlow()})
     params = change.pop("params", None)
     problem = rodflow.problems.get("eos-toy")
@@ -80,9 +72,10 @@ def test_existing_run_folder_is_refused_unless_resume_or_overwrite(tmp_path):
     assert code == 2
 
 
-def test_failed_write_keeps_the_previous_checkpoint_and_leaves_no_debris(tmp_path, monkeypatch):
+def test_failed_write_keeps_the_previous_checkpoint_and_leaves_no_debris(tmp_path, stop_at_checkpoint,
+                                                                         monkeypatch):
     p = rodflow.problems.get("eos-toy")
-    _interrupted_run(tmp_path, monkeypatch)
+    _interrupted_run(tmp_path, stop_at_checkpoint)
     before = (tmp_path / "checkpoint.npz").read_bytes()
     chunks_before = sorted(f.name for f in (tmp_path / "checkpoint.chunks").iterdir())
     assert chunks_before == ["000000.npz"]  # one file per finished chunk
@@ -99,8 +92,8 @@ def test_failed_write_keeps_the_previous_checkpoint_and_leaves_no_debris(tmp_pat
 
 
 @pytest.mark.parametrize("garble", [lambda b: b[: len(b) // 2], lambda b: b"garbage" * 10])
-def test_unreadable_checkpoint_is_one_line_error(tmp_path, monkeypatch, garble, capsys):
-    _interrupted_run(tmp_path, monkeypatch)
+def test_unreadable_checkpoint_is_one_line_error(tmp_path, stop_at_checkpoint, garble, capsys):
+    _interrupted_run(tmp_path, stop_at_checkpoint)
     ckpt = tmp_path / "checkpoint.npz"
     ckpt.write_bytes(garble(ckpt.read_bytes()))
     code = main(["compare", *TOY, "--steps", "100", "--chunk", "20", "--out", str(tmp_path), "--resume"])
@@ -108,8 +101,8 @@ def test_unreadable_checkpoint_is_one_line_error(tmp_path, monkeypatch, garble, 
     assert code == 2 and "checkpoint.npz is unreadable" in err and len(err.strip().splitlines()) == 1
 
 
-def test_missing_chunk_file_is_one_line_error(tmp_path, monkeypatch):
-    _interrupted_run(tmp_path, monkeypatch)
+def test_missing_chunk_file_is_one_line_error(tmp_path, stop_at_checkpoint):
+    _interrupted_run(tmp_path, stop_at_checkpoint)
     (tmp_path / "checkpoint.chunks" / "000000.npz").unlink()
     with pytest.raises(_io.CheckpointError, match="checkpoint.npz is unreadable .*FileNotFoundError") as e:
         rodflow.compare(rodflow.problems.get("eos-toy"), lr=0.4, steps=100, chunk=20, out=tmp_path,

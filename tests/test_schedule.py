@@ -11,7 +11,6 @@ import optax
 import pytest
 
 import rodflow
-from rodflow import _io
 
 TOY = dict(steps=200, sharpness_every=5, figure=False)
 
@@ -170,7 +169,7 @@ def test_bad_sweep_schedule_is_refused():
         rodflow.sweep(_toy(), lrs=[0.1], schedule=0.3, **TOY)
 
 
-def test_save_load_plot_and_resume_with_a_schedule(tmp_path, monkeypatch):
+def test_save_load_plot_and_resume_with_a_schedule(tmp_path, stop_at_checkpoint):
     schedule = optax.linear_schedule(0.1, 0.4, 100)
     kw = dict(lr=schedule, flows=("discrete", "rod"), steps=200, sharpness_every=5, chunk=50)
     full = rodflow.compare(_toy(), **kw, out=tmp_path / "full")
@@ -185,19 +184,7 @@ def test_save_load_plot_and_resume_with_a_schedule(tmp_path, monkeypatch):
     line = [ln for ln in fig.axes[1].get_lines() if "threshold at lr(t)" in str(ln.get_label())]
     assert len(line) == 1 and np.ptp(line[0].get_ydata()) > 0  # the moving threshold is drawn
 
-    calls = {"n": 0}
-    real_save = _io.save_checkpoint
-
-    def interrupting_save(*args, **kwargs):
-        real_save(*args, **kwargs)
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(_io, "save_checkpoint", interrupting_save)
-    with pytest.raises(KeyboardInterrupt):
-        rodflow.compare(_toy(), **kw, out=tmp_path / "cut", figure=False)
-    monkeypatch.setattr(_io, "save_checkpoint", real_save)
+    stop_at_checkpoint(lambda: rodflow.compare(_toy(), **kw, out=tmp_path / "cut", figure=False), after=2)
     # the same schedule built again (another function object) resumes
     resumed = rodflow.compare(_toy(), **{**kw, "lr": optax.linear_schedule(0.1, 0.4, 100)},
                               out=tmp_path / "cut", resume=True, figure=False)
