@@ -214,9 +214,8 @@ class CentralFlow(AbstractFlow):
         lr = args.lr_at(None if t is None else t + 0.5)
         k = U0.shape[1]
         D = count = None
-        if nu is not None:  # D = P^{-1/2} of the smooth nu, at the count of the centre's step
-            count = jnp.asarray(1.5 if t is None else t + 1.5, w.dtype)
-            D = _scale(args.map, nu, count) * jnp.ones_like(w)
+        if nu is not None:
+            D, count = _centre_scale(args.map, nu, t, w)
         vals, U = self.eigenpairs(w, U0, args, self.eig_iters if eig_iters is None else eig_iters, D)
         sign = jnp.sign(jnp.sum(U * U0, axis=0))
         U = U * jnp.where(sign == 0, 1.0, sign)
@@ -296,7 +295,7 @@ class CentralFlow(AbstractFlow):
             w0 = z0 + 0.5 * args.delta(z0, args.start)
         else:  # the first centre, nu moved on to its count (as the momentum flows)
             w0, _, nu = start_centre(args, x0)
-            D = _scale(args.map, nu, jnp.asarray(args.start, w0.dtype) + 1.5) * jnp.ones_like(w0)
+            D, _ = _centre_scale(args.map, nu, args.start, w0)
         k = min(self.k, w0.shape[0])
         U0 = initial_vectors(w0.shape[0], k, w0.dtype)
         method = "auto" if self.eig_method == "rr" else self.eig_method
@@ -335,8 +334,7 @@ class CentralFlow(AbstractFlow):
     def sharpness(self, y, args: FlowArgs, U0, t=None, *, method="auto", max_iters=40):
         if y.nu is None:
             return super().sharpness(y, args, U0, t, method=method, max_iters=max_iters)
-        count = jnp.asarray(1.5 if t is None else t + 1.5, y.centre.dtype)
-        D = _scale(args.map, y.nu, count) * jnp.ones_like(y.centre)
+        D, _ = _centre_scale(args.map, y.nu, t, y.centre)
         vals, U = preconditioned_eigenpairs(args.problem.loss_flat, y.centre, D, U0, method=method,
                                             max_iters=max_iters)
         return vals[0], U
@@ -365,6 +363,13 @@ def _hd(f, x, u, D):
 def _scale(opt_map, nu, count):
     """`D = P^{-1/2}`, `P = sqrt(nu_hat) + eps` of the second moments `nu` at `count`."""
     return jax.lax.rsqrt(opt_map.preconditioner(nu, count))
+
+
+def _centre_scale(opt_map, nu, t, w):
+    """`(D, count)`: `D = P^{-1/2}` of the smooth second moments `nu` at the count of the step
+    the centre at time `t` models, `count = t + 3/2` (`t=None`: time 0), broadcast like `w`."""
+    count = jnp.asarray(1.5 if t is None else t + 1.5, w.dtype)
+    return _scale(opt_map, nu, count) * jnp.ones_like(w), count
 
 
 def _nu_operator(opt_map, U, D, nu, count, vals):
