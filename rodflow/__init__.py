@@ -25,6 +25,7 @@ from ._maps import ScalarAdam as ScalarAdam
 from ._maps import ScalarRMSProp as ScalarRMSProp
 from ._maps import scale_by_moments as scale_by_moments
 from ._maps import transient_steps as transient_steps
+from ._parallel import distributed_initialize as distributed_initialize
 from ._problem import Problem as Problem
 from ._registry import FLOWS as FLOWS
 from ._registry import MAPS as MAPS

@@ -15,6 +15,7 @@ import numpy as np
 from . import _io
 from ._chunks import grid_discrete_chunk, grid_discrete_init, grid_flow_chunk, grid_flow_init, grid_warm_state
 from ._maps import AbstractMap
+from ._parallel import Layout, is_writer, to_host
 from ._problem import Problem
 from ._schedule import lr_table
 from ._settings import Settings
@@ -87,16 +88,19 @@ def check_eig(problem: Problem, settings: Settings) -> None:
 
 def run_grid(problem: Problem, opt_map: AbstractMap, flows: dict[str, AbstractFlow], lr, x0,
              settings: Settings, start_step: int, *, config: dict, desc: str,
-             place=lambda tree: tree, schedule=None) -> GridRun:
+             layout: Layout = Layout(1, 1), schedule=None) -> GridRun:
     """Run the discrete optimiser and every flow over the grid `lr` (shape `(G,)`), `x0`
     (`(G, p)`), chunk by chunk, checkpointing after each chunk into `settings.out`; `config`
     holds every setting that changes a number (a checkpoint written with another is refused).
     With a `schedule` (a static callable), grid point `g`'s step size at step `t` is
-    `lr[g] * schedule(t)`."""
+    `lr[g] * schedule(t)`. `layout` places the grid and the problem's data on devices (one
+    device by default); records and checkpoints come back to the host on every process, and
+    only process 0 writes the checkpoint."""
     steps, L = settings.steps, settings.chunk_len
     n_chunks, blocks_per_chunk = settings.plan
     out_dir = Path(settings.out) if settings.out is not None else None
-    U0 = initial_vectors(problem.dim, settings.top_k, x0.dtype)
+    U0 = layout.replicate(initial_vectors(problem.dim, settings.top_k, x0.dtype))
+    problem, lr, x0 = layout.place_problem(problem), layout.place_grid(lr), layout.place_grid(x0)
     with _compile_clock() as clock:
         timers = {name: Timer(clock) for name in ("discrete", *flows)}
         carries = {"discrete": timers["discrete"](grid_discrete_init, problem, opt_map, lr, x0, U0, schedule)}
@@ -109,8 +113,8 @@ def run_grid(problem: Problem, opt_map: AbstractMap, flows: dict[str, AbstractFl
         start_chunk = 0
         checkpoint = None if out_dir is None else out_dir / "checkpoint.npz"
         if settings.resume and checkpoint is not None and checkpoint.exists():
-            start_chunk, carries, records, blocks = _io.load_checkpoint(checkpoint, config, carries)
-        carries = place(carries)
+            start_chunk, carries, records, blocks = _io.load_checkpoint(checkpoint, config, to_host(carries))
+        carries = layout.place_grid(carries)
         bar = _progress(settings, desc, 1 + len(flows), min(start_chunk * L, steps + 1))
         kw = dict(n_blocks=blocks_per_chunk, every=settings.sharpness_every, eig=settings.eig,
                   snapshots=settings.save_every is not None)
@@ -130,7 +134,9 @@ def run_grid(problem: Problem, opt_map: AbstractMap, flows: dict[str, AbstractFl
                 _keep(records, blocks, name, recs, per_block, bar, advance)
             del centres
             if checkpoint is not None:
-                _io.save_checkpoint(checkpoint, config, ci + 1, carries, records, blocks)
+                host = to_host(carries)  # a collective over processes: every process takes part
+                if is_writer():
+                    _io.save_checkpoint(checkpoint, config, ci + 1, host, records, blocks)
             if _all_diverged(records):
                 break
         if bar is not None:
@@ -139,8 +145,8 @@ def run_grid(problem: Problem, opt_map: AbstractMap, flows: dict[str, AbstractFl
 
 
 def _keep(records, blocks, name, recs, per_block, bar, advance):
-    records[name].append(jax.device_get(recs))
-    blocks[name].append(jax.device_get(per_block))
+    records[name].append(to_host(recs))
+    blocks[name].append(to_host(per_block))
     if bar is not None:
         bar.set_postfix_str(name)
         bar.update(advance)

@@ -170,6 +170,7 @@ def _common(args, extra, default_out: str):
 
     if args.x64:
         jax.config.update("jax_enable_x64", True)
+    _join_processes(args)
     from . import problems
     from .problems._registry import parse_options
 
@@ -179,8 +180,44 @@ def _common(args, extra, default_out: str):
     return problem, dict(flows=_flows(args), optimizer=_optimizer(args), settings=_settings(args, out)), out
 
 
+def _add_parallel_options(p: argparse.ArgumentParser, sweep: bool) -> None:
+    g = p.add_argument_group("devices and processes (see the README's \"Scaling out\")")
+    if sweep:
+        g.add_argument("--devices", type=int, default=None,
+                       help="devices to run on (default all): a grid x data mesh of devices/data-devices x "
+                            "data-devices")
+        g.add_argument("--data-devices", type=int, default=1,
+                       help="devices each grid point's examples are split over (default 1)")
+    else:
+        g.add_argument("--devices", type=int, default=None,
+                       help="split the examples over N devices (data parallel; default 1)")
+    g.add_argument("--distributed", action="store_true",
+                   help="join a multi-process run (jax.distributed.initialize): with --coordinator, "
+                        "--num-processes and --process-id, or their JAX_* environment variables, or a "
+                        "cluster JAX detects (SLURM, Open MPI)")
+    g.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                   help="address of process 0 (implies --distributed)")
+    g.add_argument("--num-processes", type=int, default=None,
+                   help="number of processes (implies --distributed)")
+    g.add_argument("--process-id", type=int, default=None,
+                   help="this process's id, 0-based (implies --distributed)")
+
+
+def _join_processes(args) -> None:
+    given = (args.coordinator, args.num_processes, args.process_id)
+    if args.distributed or any(v is not None for v in given):
+        from ._parallel import distributed_initialize
+
+        distributed_initialize(args.coordinator, args.num_processes, args.process_id)
+
+
 def _report(result, out: Path, name: str, args) -> int:
-    """Print the table and where it was written; exit code 3 if a run became non-finite."""
+    """Print the table and where it was written (process 0 only in a multi-process run); exit code
+    3 if a run became non-finite."""
+    from ._parallel import is_writer
+
+    if not is_writer():
+        return 3 if result.diverged() else 0
     print(result.table())
     print(f"wrote {out / name}" + ("" if args.no_figure else f" and {out / name.replace('.json', '.png')}"))
     for msg in result.diverged():
@@ -269,7 +306,7 @@ def _cmd_compare(args, extra) -> int:
     schedule = _schedule(args, args.lr)
     problem, kw, out = _common(args, extra, args.problem)
     lr = args.lr if schedule is None else schedule
-    return _report(compare(problem, lr=lr, **kw), out, "metrics.json", args)
+    return _report(compare(problem, lr=lr, devices=args.devices, **kw), out, "metrics.json", args)
 
 
 def parse_lr_range(text: str) -> list[float]:
@@ -303,8 +340,8 @@ def _cmd_sweep(args, extra) -> int:
     # a schedule is built with its peak at the largest of --lrs and scaled to each one's peak
     schedule = _schedule(args, max(lrs)) if lrs else None
     problem, kw, out = _common(args, extra, f"{args.problem}-sweep")
-    return _report(sweep(problem, lrs=lrs, seeds=seeds, devices=args.devices, schedule=schedule, **kw), out,
-                   "sweep.json", args)
+    return _report(sweep(problem, lrs=lrs, seeds=seeds, devices=args.devices, data_devices=args.data_devices,
+                         schedule=schedule, **kw), out, "sweep.json", args)
 
 
 def _cmd_plot(args, extra) -> int:
@@ -353,6 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="step size eta > 0 (with --lr-schedule: the schedule's peak, or its end value for "
                         "linear)")
     _add_schedule_options(c)
+    _add_parallel_options(c, sweep=False)
     _add_library_options(c)
     c.set_defaults(func=_cmd_compare)
     sw = sub.add_parser("sweep", help="one compiled, vmapped run over many step sizes (and seeds)",
@@ -361,8 +399,8 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--lrs", default=None, help="comma-separated step sizes")
     sw.add_argument("--lr-range", default=None, help="start:stop:count, evenly spaced")
     sw.add_argument("--seeds", default=None, help="comma-separated initialisation seeds")
-    sw.add_argument("--devices", type=int, default=None, help="devices to shard over (default all)")
     _add_schedule_options(sw, sweep=True)
+    _add_parallel_options(sw, sweep=True)
     _add_library_options(sw)
     sw.set_defaults(func=_cmd_sweep)
     pl = sub.add_parser("plot", help="redraw the figure of a run folder written by compare or sweep",

@@ -36,6 +36,11 @@ class MSELoss(eqx.Module):
     x: Float[Array, "n ..."]
     y: Float[Array, "n ..."]
 
+    @property
+    def examples(self) -> int:
+        """The number of examples (the leading axis of `x` and `y`; data-parallel runs split it)."""
+        return self.x.shape[0]
+
     def __call__(self, model):
         pred = jax.vmap(model)(self.x)
         return 0.5 * jnp.mean(jnp.sum((pred - self.y) ** 2, axis=-1))

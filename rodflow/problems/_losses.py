@@ -29,6 +29,12 @@ class CrossEntropyLoss(eqx.Module):
     y: Float[Array, "..."]
     mask: Float[Array, "..."] | None = None
 
+    @property
+    def examples(self) -> int:
+        """The number of examples (the leading axis of `x`, `y` and `mask`; data-parallel runs
+        split it)."""
+        return self.x.shape[0]
+
     def __call__(self, model):
         logits = jax.vmap(model)(self.x)
         nll = -jnp.sum(self.y * jax.nn.log_softmax(logits, axis=-1), axis=-1)
