@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU checks (issue 16), one prepared script for a lent GPU machine with JAX (CUDA), diffrax,
 # equinox, optax, jaxtyping, tqdm and scikit-learn installed (matplotlib is not needed: nothing
-# here draws). Writes into $OUT (default benchmarks/results); about 10 minutes in all.
+# here draws). Writes into $OUT (default benchmarks/results); at most 11 minutes in all (its steps' limits).
 #
 #   OUT=benchmarks/results bash benchmarks/gpu_check.sh
 #
@@ -10,7 +10,9 @@
 #    float64 (GD step, Rod Flow, the discrete run's sharpness tracking, gradient flow, compile
 #    times, accuracy beside each), into $OUT/cost_gpu.json;
 # 2. the sweep check: one compare run against a 64-lr sweep on mlp-digits (per-lane overhead),
-#    into $OUT/sweep_throughput_gpu.json.
+#    into $OUT/sweep_throughput_gpu.json;
+# 3. on a machine with several GPUs: a data-parallel compare (mlp-digits, 512 examples split over
+#    every GPU, float64) against the one-GPU run, metric by metric, into $OUT/data_parallel_gpu.json.
 # Every step has its own time limit; a step that fails or runs out of time is reported and the
 # script goes on to the next one (exit status 1 at the end if any failed).
 set -uo pipefail
@@ -40,4 +42,31 @@ for problem in mlp-digits cnn-digits; do
   step 100 $PY benchmarks/cost.py --problem "$problem" --steps 1000 --x64 --out "$OUT/cost_gpu.json"
 done
 step 150 $PY benchmarks/sweep_throughput.py --gpu --lrs 64 --steps 1000 --out "$OUT/sweep_throughput_gpu.json"
+step 90 $PY - "$OUT/data_parallel_gpu.json" <<'PYEOF'
+import json, sys
+import jax
+jax.config.update("jax_enable_x64", True)
+import rodflow
+n = len(jax.devices())
+if n < 2:
+    print("one GPU: no data-parallel run"); sys.exit(0)
+n = max(d for d in (2, 4, 8, 16) if d <= n)
+p = rodflow.problems.get("mlp-digits", n=512)
+kw = dict(lr=0.07, steps=500, flows=("discrete", "stable", "rod"), progress=False, figure=False)
+one, many = rodflow.compare(p, **kw), rodflow.compare(p, devices=n, **kw)
+def flat(d, pre=""):
+    for k, v in d.items():
+        if isinstance(v, dict):
+            yield from flat(v, pre + k + "/")
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            yield pre + k, v
+a, b = dict(flat(one.metrics)), dict(flat(many.metrics))
+rel = {k: abs(a[k] - b[k]) / max(abs(a[k]), 1e-300) for k in a
+       if k in b and not any(s in k for s in ("wall_s", "compile_s", "mesh/"))}
+out = {"devices": n, "device": str(jax.devices()[0]), "max_rel_diff": max(rel.values()),
+       "worst_metric": max(rel, key=rel.get),
+       "wall_s": {k: [one.metrics["flows"][k]["wall_s"], many.metrics["flows"][k]["wall_s"]] for k in kw["flows"]}}
+json.dump(out, open(sys.argv[1], "w"), indent=1)
+print(out)
+PYEOF
 exit $status

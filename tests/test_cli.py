@@ -65,7 +65,8 @@ def test_divergence_exit_code_3_still_writes(tmp_path):
 def test_short_problem_options_are_not_abbreviations(tmp_path):
     # `--n` must reach the problem, not be read as an abbreviation of `--no-progress`
     code = main(["compare", "--problem", "mlp-digits", "--n", "30", "--width", "4", "--lr", "0.1",
-                 "--steps", "3", "--no-progress", "--no-figure", "--out", str(tmp_path)])
+                 "--steps", "3", "--flows", "discrete", "--no-progress", "--no-figure",
+                 "--out", str(tmp_path)])
     assert code == 0
     assert json.loads((tmp_path / "metrics.json").read_text())["problem"] == "mlp-digits"
 

@@ -110,6 +110,8 @@ SHARDED = textwrap.dedent("""
 """)
 
 
+# slow: tests/test_parallel.py's grid x data sweep (2 x 2 mesh, a padded grid) covers the same path
+@pytest.mark.slow
 def test_sharded_sweep_equals_unsharded():
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
     proc = subprocess.run([sys.executable, "-c", SHARDED], capture_output=True, text=True, env=env,
