@@ -11,7 +11,8 @@ have its markers in every file given. Where the tables live: `flagship` in READM
 `eos_tracking` in docs/benchmarks/networks.md, `flows_cost_accuracy` in
 docs/benchmarks/central-flow.md, `optimizers_acceptance` and `optimizers_runs` in
 docs/benchmarks/optimizers.md, `optimizers_central` in README.md and
-docs/benchmarks/optimizers.md, `rod_timing` in docs/benchmarks/rod-order.md.
+docs/benchmarks/optimizers.md, `rod_timing` in docs/benchmarks/rod-order.md, `scale` in README.md
+and docs/guides/scaling.md.
 
 Each cell is `mean +- std` over the initialisation seeds at which GD reached EoS within the run
 (sample standard deviation; one value without `+-` when only one seed did).
@@ -176,8 +177,31 @@ def schedule() -> str:
     return "\n".join(rows)
 
 
+def scale() -> str:
+    """README.md and docs/guides/scaling.md: compile time and memory against the number of
+    examples and of data-parallel devices (`scale.json`)."""
+    d = json.loads((RESULTS / "scale.json").read_text())
+    rows = ["| examples | devices | compile: discrete run (s) | compile: rod (s) | gradient program "
+            "(chars) | gradient compile (s) | data per device (MB) | gradient: XLA arguments + temporaries "
+            "per device (MB) | process peak RSS (MB) |", "|---|---|---|---|---|---|---|---|---|"]
+    seen = set()
+    for r in d["by_examples"] + d["by_devices"]:
+        key = (r["examples"], r["devices"])
+        if key in seen or "error" in r:
+            continue
+        seen.add(key)
+        mem = r.get("grad_memory_per_device") or {}
+        xla = (mem.get("argument_size_in_bytes", 0) + mem.get("temp_size_in_bytes", 0)) / 2**20
+        comp = r.get("compile_s") or {}
+        c_gd, c_rod = (f"{comp[k]:.2f}" if k in comp else "not run" for k in ("discrete", "rod"))
+        rows.append(f"| {r['examples']} | {r['devices']} | {c_gd} | {c_rod} | {r['grad_program_chars']} | "
+                    f"{r['grad_compile_s']:.2f} | {r['data_bytes_per_device'] / 2**20:.1f} | {xla:.1f} | "
+                    f"{r['max_rss_mb']:.0f} |")
+    return "\n".join(rows)
+
+
 TABLES = ("flagship", "eos_tracking", "flows_cost_accuracy", "rod_timing", "optimizers_acceptance",
-          "optimizers_runs", "optimizers_central", "cost", "schedule")
+          "optimizers_runs", "optimizers_central", "cost", "schedule", "scale")
 
 
 def _markers(name: str) -> tuple[str, str]:

@@ -33,7 +33,9 @@ def _python(code: str, devices: int, *argv: str, timeout: int = 900, env: dict |
 
 def test_builtin_losses_say_how_their_data_splits():
     assert examples(rodflow.problems.get("mlp-digits", n=40)) == 40
-    assert examples(rodflow.problems.get("transformer-sort", n=12)) == 12
+    from rodflow.problems._losses import CrossEntropyLoss
+
+    assert CrossEntropyLoss(np.zeros((12, 5)), np.eye(3)[np.zeros(12, int)]).examples == 12
     assert examples(rodflow.problems.get("eos-toy")) is None
     layout = Layout(1, 1)
     p = rodflow.problems.get("mlp-digits", n=40)
@@ -193,3 +195,24 @@ def test_two_processes_run_as_one_and_write_one_set_of_files(tmp_path):
             for key, v in rb["flows"][flow].items():
                 if isinstance(v, float) and not key.endswith("_s"):
                     assert ra["flows"][flow][key] == pytest.approx(v, rel=1e-9, abs=1e-300), (flow, key)
+
+
+def test_data_is_an_argument_of_the_compiled_chunk_not_a_constant():
+    """The discrete run's compiled chunk for 40 and for 400 examples: the same program but for the
+    shapes in its type annotations. The 400 examples baked in as a constant would add their
+    ~470 kB of text (400 x 74 float64 values)."""
+    import jax.numpy as jnp
+
+    from rodflow._chunks import grid_discrete_chunk, grid_discrete_init
+    from rodflow._spectrum import initial_vectors
+
+    sizes = []
+    for n in (40, 400):
+        p = rodflow.problems.get("mlp-digits", n=n, width=8)
+        lr, x0 = jnp.asarray([0.07]), p.x0[None]
+        carry = grid_discrete_init(p, rodflow.GradientDescent(), lr, x0, initial_vectors(p.dim, 1, x0.dtype))
+        k0, n_last = jnp.asarray(0, jnp.int32), jnp.asarray(10, jnp.int32)
+        lowered = grid_discrete_chunk.lower(p, rodflow.GradientDescent(), lr, carry, k0, n_last, n_blocks=1,
+                                            every=10, eig=rodflow.Settings(steps=10).eig, snapshots=False)
+        sizes.append(len(lowered.as_text()))
+    assert abs(sizes[1] - sizes[0]) < 0.01 * sizes[0], sizes
