@@ -171,6 +171,9 @@ def test_momentum_flows_include_the_decay():
     assert rates[0] < 0 and abs(rates[1]) < 1e-9 and rates[2] > 0
 
 
+# slow: test_optimizers' Adam run covers the same flows on the same kind of problem; the AdamW
+# map's own tests above (its delta, its second-order form, its threshold) stay in the default suite
+@pytest.mark.slow
 def test_every_flow_runs_with_adamw():
     """`stable`, `rod` (both `nu` variants), `stable-momentum` and `rod-momentum` with AdamW on a
     small network, far below the threshold: finite, not diverged, every flow starting on the

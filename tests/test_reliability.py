@@ -46,6 +46,8 @@ def test_resume_refuses_changed_settings_naming_them(tmp_path, stop_at_checkpoin
     rodflow.compare(problem, **kw)
 
 
+# slow: test_resume_refuses_changed_settings_naming_them covers the refusal through the API
+@pytest.mark.slow
 def test_cli_resume_with_other_problem_options_is_refused(tmp_path):
     args = ["compare", *TOY, "--steps", "200", "--chunk", "20", "--out", str(tmp_path / "w")]
     assert _cli(*args).returncode == 0
