@@ -13,6 +13,7 @@ import sys
 import textwrap
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -35,7 +36,7 @@ def test_builtin_losses_say_how_their_data_splits():
     assert examples(rodflow.problems.get("mlp-digits", n=40)) == 40
     from rodflow.problems._losses import CrossEntropyLoss
 
-    assert CrossEntropyLoss(np.zeros((12, 5)), np.eye(3)[np.zeros(12, int)]).examples == 12
+    assert CrossEntropyLoss(jnp.zeros((12, 5)), jnp.eye(3)[jnp.zeros(12, int)]).examples == 12
     assert examples(rodflow.problems.get("eos-toy")) is None
     layout = Layout(1, 1)
     p = rodflow.problems.get("mlp-digits", n=40)
@@ -201,8 +202,6 @@ def test_data_is_an_argument_of_the_compiled_chunk_not_a_constant():
     """The discrete run's compiled chunk for 40 and for 400 examples: the same program but for the
     shapes in its type annotations. The 400 examples baked in as a constant would add their
     ~470 kB of text (400 x 74 float64 values)."""
-    import jax.numpy as jnp
-
     from rodflow._chunks import grid_discrete_chunk, grid_discrete_init
     from rodflow._spectrum import initial_vectors
 
@@ -216,3 +215,47 @@ def test_data_is_an_argument_of_the_compiled_chunk_not_a_constant():
                                             every=10, eig=rodflow.Settings(steps=10).eig, snapshots=False)
         sizes.append(len(lowered.as_text()))
     assert abs(sizes[1] - sizes[0]) < 0.01 * sizes[0], sizes
+
+
+@pytest.mark.slow
+def test_two_processes_killed_and_resumed_equal_one_process(tmp_path):
+    """A two-process sweep (4 devices in all) SIGKILLed as soon as its first checkpoint is on
+    disk, resumed by two new processes: its results equal a one-process run's (to 1e-9, or 1e-14
+    absolute for values at the rounding floor, such as a final loss of 1.6e-18)."""
+    import signal
+    import time
+
+    args = ["sweep", "--problem", "eos-toy", "--lrs", "0.35,0.4", "--steps", "600", "--chunk", "10", "--x64",
+            "--devices", "4", "--no-figure", "--no-progress"]
+    out = tmp_path / "run"
+
+    def start(*extra):
+        port = str(_free_port())
+        return [subprocess.Popen([sys.executable, "-m", "rodflow.cli", *args, "--out", str(out), *extra,
+                                  "--coordinator", f"localhost:{port}", "--num-processes", "2",
+                                  "--process-id", str(i)], env=_env(2), stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.PIPE, text=True) for i in range(2)]
+
+    procs = start()
+    deadline = time.time() + 300
+    while not (out / "checkpoint.npz").exists() and time.time() < deadline and procs[0].poll() is None:
+        time.sleep(0.05)
+    assert procs[0].poll() is None, "the sweep ended before it could be killed"
+    for p in procs:
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait(timeout=60)
+    assert not (out / "sweep.json").exists()
+    procs = start("--resume")
+    for p in procs:
+        _, err = p.communicate(timeout=900)
+        assert p.returncode == 0, err[-3000:]
+    got = json.loads((out / "sweep.json").read_text())
+    assert got["processes"] == 2 and got["mesh"] == {"grid": 4, "data": 1}
+    ref = rodflow.sweep(rodflow.problems.get("eos-toy"), lrs=[0.35, 0.4], steps=600, chunk=10, progress=False,
+                        figure=False)
+    for ra, rb in zip(got["runs"], ref.metrics["runs"], strict=True):
+        assert ra["eos_onset_step"] == rb["eos_onset_step"]
+        for flow, m in rb["flows"].items():
+            for key, v in m.items():
+                if isinstance(v, float) and not key.endswith("_s"):
+                    assert ra["flows"][flow][key] == pytest.approx(v, rel=1e-9, abs=1e-14), (flow, key)
