@@ -41,9 +41,9 @@ def check_layout(problem, grid_devices: int, data_devices: int, *, available: in
     """One-line `ValueError`s for a device layout that cannot run: more devices than there are,
     or data-parallel devices for a loss that cannot be split evenly."""
     available = len(jax.devices()) if available is None else available
-    for name, n in (("devices", grid_devices * data_devices), ("data_devices", data_devices)):
-        if not 1 <= n <= available:
-            raise ValueError(f"`{name}` must be between 1 and the {available} device(s) JAX sees, got {n}.")
+    if not 1 <= grid_devices * data_devices <= available:
+        raise ValueError(f"`devices` must be between 1 and the {available} device(s) JAX sees, "
+                         f"got {grid_devices * data_devices}.")
     if data_devices == 1:
         return
     n = examples(problem)
@@ -78,21 +78,29 @@ class Layout(eqx.Module):
     def mesh(self) -> Mesh:
         return Mesh(np.asarray(jax.devices()[: self.size]).reshape(self.grid, self.data), (GRID, DATA))
 
-    def _put(self, leaf, spec: PartitionSpec):
-        if not eqx.is_array(leaf):
-            return leaf
-        host = np.asarray(to_host(leaf))
-        return jax.make_array_from_callback(host.shape, NamedSharding(self.mesh(), spec), lambda i: host[i])
+    def _put(self, tree, spec: PartitionSpec):
+        """Place every array of `tree` with `spec` on this layout's mesh. In one process
+        `jax.device_put` moves it device to device (nothing to do for an array already placed);
+        across processes each process supplies its part from its host copy."""
+        if self.size == 1:
+            return tree
+        sharding = NamedSharding(self.mesh(), spec)
+
+        def one(leaf):
+            if not eqx.is_array(leaf):
+                return leaf
+            if jax.process_count() == 1:
+                return jax.device_put(leaf, sharding)
+            host = np.asarray(to_host(leaf))
+            return jax.make_array_from_callback(host.shape, sharding, lambda i: host[i])
+
+        return jax.tree.map(one, tree)
 
     def place_grid(self, tree):
-        if self.size == 1:
-            return tree
-        return jax.tree.map(lambda a: self._put(a, PartitionSpec(GRID)), tree)
+        return self._put(tree, PartitionSpec(GRID))
 
     def replicate(self, tree):
-        if self.size == 1:
-            return tree
-        return jax.tree.map(lambda a: self._put(a, PartitionSpec()), tree)
+        return self._put(tree, PartitionSpec())
 
     def place_problem(self, problem):
         if self.size == 1:

@@ -216,12 +216,12 @@ def _report(result, out: Path, name: str, args) -> int:
     3 if a run became non-finite."""
     from ._parallel import is_writer
 
-    if not is_writer():
-        return 3 if result.diverged() else 0
-    print(result.table())
-    print(f"wrote {out / name}" + ("" if args.no_figure else f" and {out / name.replace('.json', '.png')}"))
-    for msg in result.diverged():
-        print(f"rodflow: {msg}", file=sys.stderr)
+    if is_writer():
+        print(result.table())
+        figure = "" if args.no_figure else f" and {out / name.replace('.json', '.png')}"
+        print(f"wrote {out / name}{figure}")
+        for msg in result.diverged():
+            print(f"rodflow: {msg}", file=sys.stderr)
     return 3 if result.diverged() else 0
 
 
