@@ -6,7 +6,8 @@ problem, each variant a jit-compiled `lax.scan` of `--steps` steps (best of 3 ca
 
 Variants of the small-rod switch in `rod_average` (finite differences above `rho_switch`, the
 exact HVP limit below): `cond` (the library's, a `lax.cond` when unbatched), `loops` (the earlier
-one-iteration `lax.while_loop` per branch, `rodflow._lax.gated`), `finite` (no switch). Each
+one-iteration `lax.while_loop` per branch, defined here: XLA hoists a branch that does not depend
+on the loop's carry out of the loop, so both ran every time), `finite` (no switch). Each
 evaluates the vector field twice per step (Euler, dt 0.5), as the default rod does.
 """
 
@@ -34,7 +35,6 @@ def main(argv=None):
 
     import rodflow
     from rodflow._io import write_json
-    from rodflow._lax import gated
     from rodflow.flows import _rod_base
     from rodflow.flows._base import FlowArgs
 
@@ -65,6 +65,12 @@ def main(argv=None):
         scan(lambda x: x - lr * jnp.mean(jax.vmap(grad)(jnp.stack([x, x + 1e-3])), axis=0)), prob.x0)
 
     library = _rod_base.AbstractRodFlow.rod_average
+
+    def gated(pred, fn, default):  # the earlier switch: a while_loop of at most one iteration
+        def body(carry):
+            return jnp.asarray(True), jax.tree.map(lambda a, b: jnp.where(pred, a, b), fn(), carry[1])
+
+        return jax.lax.while_loop(lambda c: pred & ~c[0], body, (jnp.asarray(False), default))[1]
 
     def loops(self, fn, c, rho, v):
         def finite():

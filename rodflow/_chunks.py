@@ -108,8 +108,7 @@ def discrete_chunk(problem: Problem, opt_map: AbstractMap, lr, carry: DiscreteCa
         updates, new_opt_state = opt.update(g, opt_state, x)
         x1 = optax.apply_updates(x, updates)
         m = 0.5 * (x + x1)
-        rec = {"loss": loss, "loss_next": loss_fn(x1), "disp": _norm(m - carry.m0),
-               "rho": 0.5 * _norm(x1 - x)}
+        rec = {"loss": loss, "disp": _norm(m - carry.m0), "rho": 0.5 * _norm(x1 - x)}
         x_final = jnp.where(k == n_last, x, x_final)
         return (x1, new_opt_state, x_final), (rec, m)
 
@@ -123,6 +122,8 @@ def discrete_chunk(problem: Problem, opt_map: AbstractMap, lr, carry: DiscreteCa
         out = {"sharpness": vals, "snapshot": x if snapshots else None}
         ks = k0 + b * every + jnp.arange(every)
         (x, opt_state, x_final), (recs, ms) = jax.lax.scan(step, (x, opt_state, x_final), ks)
+        # L(x_{k+1}) is the next step's L(x_k): one more loss per block, not one per step
+        recs["loss_next"] = jnp.concatenate([recs["loss"][1:], loss_fn(x)[None]])
         return (x, opt_state, U, x_final), (recs, ms, out)
 
     state = (carry.x, carry.opt_state, carry.U, carry.x_final)
@@ -260,8 +261,10 @@ def grid_flow_init(flow: AbstractFlow, problem: Problem, opt_map: AbstractMap, l
 
 @eqx.filter_jit
 def grid_discrete_chunk(problem: Problem, opt_map: AbstractMap, lr, carry, k0, n_last, **kw):
-    """[`discrete_chunk`][] over the grid (leading axis of `lr` and `carry`)."""
-    return jax.vmap(lambda lr_, c_: discrete_chunk(problem, opt_map, lr_, c_, k0, n_last, **kw))(lr, carry)
+    """[`discrete_chunk`][] over the grid (leading axis of `lr` and `carry`), `vmap`ped over the
+    named grid axis (the eigensolver's fallback is a `rodflow._lax.branch`)."""
+    return jax.vmap(lambda lr_, c_: discrete_chunk(problem, opt_map, lr_, c_, k0, n_last, **kw),
+                    axis_name=GRID_AXIS)(lr, carry)
 
 
 @eqx.filter_jit

@@ -5,25 +5,6 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-
-def gated(pred, fn, default):
-    """`fn()` where `pred`, else `default`; `fn` runs only when needed.
-
-    Like `lax.cond(pred, fn, lambda: default)`, but written as a `lax.while_loop` of at most
-    one iteration. Unbatched, `fn` runs iff `pred`. Under `jax.vmap` a `lax.cond` with a batched
-    predicate turns into a `select` that evaluates *both* branches for every lane; this loop
-    instead runs `fn` (for all lanes) only when *some* lane needs it, and not at all otherwise.
-    """
-
-    def body(carry):
-        _, out = carry
-        new = fn()
-        return jnp.asarray(True), jax.tree.map(lambda a, b: jnp.where(pred, a, b), new, out)
-
-    _, out = jax.lax.while_loop(lambda c: pred & ~c[0], body, (jnp.asarray(False), default))
-    return out
-
-
 GRID_AXIS = "grid"
 """The name of the engine's `vmap` axis over grid points (see [`any_lane`][])."""
 
@@ -44,11 +25,16 @@ def branch(pred, true_fn, false_fn):
 
     `lax.cond`s on predicates that are the same for every lane ([`any_lane`][]): when every lane
     takes the same side, only that side runs; when the lanes disagree, both run and each lane
-    selects its own. A single run is one lane, so only its branch runs. This replaced a
-    one-iteration `lax.while_loop` per side ([`gated`][]), which did the same under `vmap` but,
-    measured on `mlp-digits` (float64, 2-core CPU, `benchmarks/results/rod_profile.json`), made
-    the rod's vector field 2.3x slower unbatched; a `cond` on a batched predicate would instead
-    run both sides in every lane."""
+    selects its own. A single run is one lane, so only its branch runs (a `cond` on a batched
+    predicate would instead run both sides in every lane).
+
+    Not a `lax.while_loop` of at most one iteration per side, as an earlier version had it: a
+    side that does not depend on the loop's carry is loop-invariant, and XLA's loop-invariant
+    code motion hoists it out of the loop, so it ran on every call, needed or not. Measured on
+    `mlp-digits` (float64, 2-core CPU): the eigensolver's power-iteration fallback ran after
+    every LOBPCG call (80 ms a call instead of 9 ms); the rod's vector field with that switch was
+    2.3x slower than with this one (`benchmarks/results/rod_profile.json`), which the same
+    hoisting of both sides explains."""
 
     def both():
         return jax.tree.map(lambda a, b: jnp.where(pred, a, b), true_fn(), false_fn())

@@ -24,7 +24,7 @@ from jax.experimental.sparse.linalg import lobpcg_standard
 from jaxtyping import Array, Float
 
 from ._derivatives import hvp
-from ._lax import gated
+from ._lax import branch
 
 DENSE_MAX = 256
 METHODS = ("auto", "lobpcg", "power", "dense")
@@ -103,4 +103,4 @@ def top_eigenpairs(
     theta, U = _sorted_desc(theta, U)
     # Fall back to power iteration if LOBPCG broke down (but not when x itself is non-finite).
     ok = jnp.all(jnp.isfinite(theta)) | ~jnp.all(jnp.isfinite(x))
-    return gated(~ok, lambda: _power(matvec, initial_vectors(n, k, U0.dtype), max_iters), (theta, U))
+    return branch(ok, lambda: (theta, U), lambda: _power(matvec, initial_vectors(n, k, U0.dtype), max_iters))

@@ -220,23 +220,31 @@ def test_initial_condition():
     np.testing.assert_allclose(v, -g / jnp.linalg.norm(g), atol=1e-12)
 
 
-def test_gated_runs_branch_only_when_needed_under_vmap():
-    from rodflow._lax import gated
+def _entry_computation(hlo: str) -> str:
+    """The ENTRY computation of an optimised HLO module's text."""
+    start = hlo.index("\nENTRY ")
+    return hlo[start:hlo.index("\n}\n", start)]
 
-    runs = []
 
-    def fn(x):
-        jax.debug.callback(lambda: runs.append(1))
-        return jnp.sin(x)
+@pytest.mark.parametrize("lanes", [1, 3])
+def test_branch_leaves_an_unneeded_side_inside_its_conditional(lanes):
+    """The work of a side sits in a branch of the compiled `conditional`, not in the program's
+    entry: an earlier one-iteration `while_loop` gate let XLA hoist its loop-invariant side out
+    of the loop, so the side ran on every call (the eigensolver's power-iteration fallback ran
+    after every LOBPCG call). Marker: `eigh`, a LAPACK custom call on the CPU."""
+    from rodflow._chunks import over_grid
+    from rodflow._lax import branch
 
-    xs = jnp.array([0.1, 0.2, 0.3])
-    out = jax.jit(jax.vmap(lambda x: gated(x > 0.15, lambda: fn(x), jnp.zeros(()))))(xs)
-    np.testing.assert_allclose(out, jnp.where(xs > 0.15, jnp.sin(xs), 0.0))
-    assert len(runs) >= 1  # some lane needed the branch
-    runs.clear()
-    out = jax.jit(jax.vmap(lambda x: gated(x > 5.0, lambda: fn(x), jnp.zeros(()))))(xs)
-    np.testing.assert_allclose(out, 0.0)
-    assert runs == []  # no lane needed it: never evaluated (a lax.cond under vmap would be)
+    def f(x):
+        M = jnp.outer(x, x) + jnp.eye(x.shape[0])
+        return branch(x[0] > 100.0, lambda: jnp.linalg.eigh(M)[0], lambda: x)
+
+    xs = jnp.tile(jnp.arange(1.0, 9.0), (lanes, 1))
+    compiled = jax.jit(lambda xs: over_grid(f, xs)).lower(xs).compile()
+    hlo = compiled.as_text()
+    assert "custom-call" in hlo and "conditional" in hlo  # eigh is compiled, behind a cond
+    assert "custom-call" not in _entry_computation(hlo)
+    np.testing.assert_array_equal(compiled(xs), xs)  # no lane needed the eigh side
 
 
 def test_smooth_nu_without_second_moment_is_the_plain_rod():

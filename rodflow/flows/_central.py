@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._derivatives import hvp
-from .._lax import gated
+from .._lax import branch
 from .._maps import (
     AbstractMap,
     AbstractMomentumMap,
@@ -266,8 +266,8 @@ class CentralFlow(AbstractFlow):
             X, _ = solve_cone_qp(A, B, mask, max_iters=self.qp_iters, tol=self.qp_tol)
             return X, 0.5 * (X.reshape(-1) @ Gp[pair])
 
-        # gated rather than lax.cond: under vmap (sweeps) only run when some lane needs it
-        X, drift = gated(need, active, (jnp.zeros((k, k), w.dtype), jnp.zeros_like(w)))
+        # under the engine's vmap (sweeps): run only when some lane needs it
+        X, drift = branch(need, active, lambda: (jnp.zeros((k, k), w.dtype), jnp.zeros_like(w)))
         dnu = None
         if D is not None:  # dnu/dt = (1 - beta2)(g^2 + diag(H Sigma H) - nu), H D U = (D H D U) / D
             Y = AU / D[:, None]
