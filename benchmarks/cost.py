@@ -19,6 +19,11 @@ Per problem (at its documented EoS step size `lr_hint` unless `--lr`) and dtype:
 - `hlo_control_flow_one_block`: the `while` and `conditional` instructions in the compiled
   program of one block (10 steps) of the discrete run and of Rod Flow (each executed one is a
   host synchronisation on a GPU; a static count, not the iterations run).
+- with `--eig-iters-alt M`: the discrete run again with the eigensolver capped at M iterations
+  (`eig_iters=M`, the cost/accuracy knob of the sharpness tracking): `discrete_ms_eig_iters_M`,
+  its ratio to GD, and the relative difference of its sharpness series from the default run's
+  (median and max over the measured steps; the default LOBPCG converges to a residual of 1e-4
+  relative, ~1e-6 on the eigenvalue).
 - with `--central-steps N`: Central Flow (default settings) over the first N steps in its own
   compare call (twice, as above): `central_ms`, `central_over_gd`, its compile time and, if
   EoS starts within N steps, its `rel_dist_mean_eos`.
@@ -108,6 +113,7 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--gd-steps", type=int, default=500)
     ap.add_argument("--central-steps", type=int, default=0, help="0: no Central Flow")
+    ap.add_argument("--eig-iters-alt", type=int, default=0, help="0: no capped-eigensolver run")
     ap.add_argument("--flows", default="stable,rod", help="flows timed beside the discrete run")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/cost.json"))
     ap.add_argument("--fresh", action="store_true")
@@ -162,6 +168,24 @@ def main(argv=None):
         "load_avg_1min_before": load,
         "hlo_control_flow_one_block": _control_flow(problem, lr),
     }
+    if args.eig_iters_alt:
+        import numpy as np
+
+        M = args.eig_iters_alt
+        kw = dict(lr=lr, steps=args.steps, flows=("discrete",), sharpness_every=10, figure=False,
+                  progress=False, eig_iters=M)
+        rodflow.compare(problem, **kw)
+        alt = rodflow.compare(problem, **kw)
+        base = rodflow.compare(problem, lr=lr, steps=args.steps, flows=("discrete",), sharpness_every=10,
+                               figure=False, progress=False)
+        a, b = (np.asarray(r.series["discrete"]["sharpness"], float) for r in (alt, base))
+        ok = np.isfinite(a) & np.isfinite(b)
+        rel = np.abs(a[ok] - b[ok]) / np.abs(b[ok])
+        ms = 1e3 * alt.metrics["flows"]["discrete"]["wall_s"] / (args.steps + 1)
+        entry[f"discrete_ms_eig_iters_{M}"] = ms
+        entry[f"sharpness_over_gd_eig_iters_{M}"] = ms / gd_ms
+        entry[f"sharpness_rel_diff_eig_iters_{M}"] = {"median": float(np.median(rel)), "max": float(rel.max()),
+                                                      "measurements": int(ok.sum())}
     if args.central_steps:
         cf, cs = _compare_twice(rodflow, problem, lr, args.central_steps, ("central",))
         c_ms = 1e3 * cs["flows"]["central"]["wall_s"] / (args.central_steps + 1)
