@@ -184,8 +184,8 @@ def main(argv=None):
         ms = 1e3 * alt.metrics["flows"]["discrete"]["wall_s"] / (args.steps + 1)
         entry[f"discrete_ms_eig_iters_{M}"] = ms
         entry[f"sharpness_over_gd_eig_iters_{M}"] = ms / gd_ms
-        entry[f"sharpness_rel_diff_eig_iters_{M}"] = {"median": float(np.median(rel)), "max": float(rel.max()),
-                                                      "measurements": int(ok.sum())}
+        entry[f"sharpness_rel_diff_eig_iters_{M}"] = {
+            "median": float(np.median(rel)), "max": float(rel.max()), "measurements": int(ok.sum())}
     if args.central_steps:
         cf, cs = _compare_twice(rodflow, problem, lr, args.central_steps, ("central",))
         c_ms = 1e3 * cs["flows"]["central"]["wall_s"] / (args.central_steps + 1)

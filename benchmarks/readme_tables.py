@@ -12,7 +12,7 @@ have its markers in every file given. Where the tables live: `flagship` in READM
 docs/benchmarks/central-flow.md, `optimizers_acceptance` and `optimizers_runs` in
 docs/benchmarks/optimizers.md, `optimizers_central` in README.md and
 docs/benchmarks/optimizers.md, `rod_timing` in docs/benchmarks/rod-order.md, `scale` in README.md
-and docs/guides/scaling.md.
+and docs/guides/scaling.md, `cost` and `sharpness_estimators` in docs/benchmarks/cost.md.
 
 Each cell is `mean +- std` over the initialisation seeds at which GD reached EoS within the run
 (sample standard deviation; one value without `+-` when only one seed did).
@@ -117,19 +117,41 @@ def rod_timing() -> str:
 def cost() -> str:
     d = json.loads((RESULTS / "cost.json").read_text())
     rows = ["| problem (lr, dtype, params) | GD ms/step | Rod Flow / GD | "
-            "discrete run (sharpness every 10) / GD | gradient flow / GD | Central Flow / GD | "
-            "compile s (discrete, stable, rod, central) | rod d (EoS) | stable d (EoS) | load before |",
-            "|" + "---|" * 10]
+            "discrete run (sharpness every 10) / GD | same, eigensolver capped at 3 iterations / GD "
+            "(max rel. sharpness diff) | gradient flow / GD | Central Flow / GD (steps) | "
+            "compile s (discrete, stable, rod, central) | rod d (EoS) | stable d (EoS) | "
+            "central d (EoS) | load before |",
+            "|" + "---|" * 12]
     for key, e in d["runs"].items():
         c = e["compile_s"]
         comp = ", ".join(_g(c.get(k), 2) for k in ("discrete", "stable", "rod", "central"))
+        capped = "-"
+        if "sharpness_over_gd_eig_iters_3" in e:
+            capped = (f"{_g(e['sharpness_over_gd_eig_iters_3'])} "
+                      f"({_g(e['sharpness_rel_diff_eig_iters_3']['max'], 2)})")
+        central = "-"
+        if e.get("central_over_gd") is not None:
+            central = f"{_g(e['central_over_gd'])} ({e['central_steps']})"
+        acc = e["accuracy"]
         rows.append(f"| {key.replace('/', ', ')} ({e['dim']}) | {_g(e['gd_ms'])} | "
-                    f"{_g(e['rod_over_gd'])} | {_g(e['sharpness_over_gd'])} | "
-                    f"{_g(e.get('stable_over_gd'))} | "
-                    f"{_g(e.get('central_over_gd'))} | {comp} | "
-                    f"{_g(e['accuracy']['rod']['rel_dist_mean_eos'])} | "
-                    f"{_g(e['accuracy'].get('stable', {}).get('rel_dist_mean_eos'))} | "
+                    f"{_g(e['rod_over_gd'])} | {_g(e['sharpness_over_gd'])} | {capped} | "
+                    f"{_g(e.get('stable_over_gd'))} | {central} | {comp} | "
+                    f"{_g(acc['rod']['rel_dist_mean_eos'])} | "
+                    f"{_g(acc.get('stable', {}).get('rel_dist_mean_eos'))} | "
+                    f"{_g(acc.get('central', {}).get('rel_dist_mean_eos'))} | "
                     f"{_g(e['load_avg_1min_before'], 2)} |")
+    return "\n".join(rows)
+
+
+def sharpness_estimators() -> str:
+    d = json.loads((RESULTS / "sharpness_estimators.json").read_text())
+    rows = [f"| estimator ({d['problem']}, {d['dtype']}, lr {d['lr']:g}, every {d['every']} steps) | "
+            "HVPs per measurement | rel. error median | 90th pct | max | max from the EoS onset |",
+            "|" + "---|" * 6]
+    for name, e in d["estimators"].items():
+        eos = e["eos"] or {}
+        rows.append(f"| {name} | {_g(e['hvps_mean'], 3)} | {_g(e['all']['median'], 2)} | "
+                    f"{_g(e['all']['p90'], 2)} | {_g(e['all']['max'], 2)} | {_g(eos.get('max'), 2)} |")
     return "\n".join(rows)
 
 
@@ -201,7 +223,7 @@ def scale() -> str:
 
 
 TABLES = ("flagship", "eos_tracking", "flows_cost_accuracy", "rod_timing", "optimizers_acceptance",
-          "optimizers_runs", "optimizers_central", "cost", "schedule", "scale")
+          "optimizers_runs", "optimizers_central", "cost", "sharpness_estimators", "schedule", "scale")
 
 
 def _markers(name: str) -> tuple[str, str]:

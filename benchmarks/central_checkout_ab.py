@@ -1,0 +1,55 @@
+"""Central Flow's cost at one rodflow checkout (for A/B comparisons across commits, issue 16).
+
+    python benchmarks/central_checkout_ab.py CHECKOUT OUT.json [STEPS]
+
+Imports rodflow from the directory CHECKOUT (e.g. a `git worktree` of an earlier commit), then on
+`mlp-digits` (float64, lr 0.07) times one GD step (a compiled `lax.scan` of 500 steps, best of 3)
+and Central Flow over STEPS steps (default 500: EoS starts at step 330) as the second of two
+`rodflow.compare` calls (the first compiles). Writes `central_ms` (per step), `central_over_gd`,
+the first call's compile time, the run's `rel_dist_mean_eos` and `loss_err_eos`, and the load
+average before the run. Run the two checkouts one after the other on an idle machine.
+"""
+
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, sys.argv[1])
+import jax  # noqa: E402
+
+jax.config.update("jax_enable_x64", True)
+import jax.numpy as jnp  # noqa: E402
+
+import rodflow  # noqa: E402
+
+
+def main():
+    out_path, steps = sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 500
+    p, lr = rodflow.problems.get("mlp-digits"), 0.07
+    lr_ = jnp.asarray(lr, p.dtype)
+    gd = jax.jit(lambda x: jax.lax.scan(lambda x, _: (x - lr_ * jax.grad(p.loss_flat)(x), None), x, None,
+                                        length=500)[0])
+    jax.block_until_ready(gd(p.x0))
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        jax.block_until_ready(gd(p.x0))
+        best = min(best, time.perf_counter() - t0)
+    load = os.getloadavg()[0]
+    kw = dict(lr=lr, steps=steps, flows=("central",), sharpness_every=10, figure=False, progress=False)
+    first = rodflow.compare(p, **kw).metrics
+    c = rodflow.compare(p, **kw).metrics["flows"]["central"]
+    out = {"command": "python " + " ".join(sys.argv), "rodflow": rodflow.__file__, "steps": steps,
+           "gd_ms": 1e3 * best / 500, "central_ms": 1e3 * c["wall_s"] / (steps + 1),
+           "compile_s": first["flows"]["central"]["compile_s"],
+           "rel_dist_mean_eos": c.get("rel_dist_mean_eos"), "loss_err_eos": c.get("loss_err_eos"),
+           "load_avg_1min_before": load}
+    out["central_over_gd"] = out["central_ms"] / out["gd_ms"]
+    with open(out_path, "w") as f:
+        json.dump(out, f, indent=1)
+    print(out)
+
+
+if __name__ == "__main__":
+    main()

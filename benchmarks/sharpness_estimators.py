@@ -1,0 +1,125 @@
+"""How accurate is a cheap sharpness estimate along a GD run at EoS (issue 16)?
+
+    python benchmarks/sharpness_estimators.py [--problem mlp-digits] [--lr 0.07] [--steps 1500]
+        [--x64] [--out benchmarks/results/sharpness_estimators.json]
+
+Along one GD run, at every 10th step (as the discrete run measures), the top Hessian eigenvalue
+is computed by a reference (LOBPCG to a relative residual of 1e-9, warm-started) and by cheaper
+estimators, each warm-started from its *own* previous vector as it would be in a run:
+
+- `lobpcg rtol R`: `jax.experimental.sparse.linalg.lobpcg_standard` (at most 40 iterations) to a
+  relative residual `R`; the library's default is `R = 1e-4`. Each iteration costs 4k
+  Hessian-vector products (HVPs) in JAX's implementation, plus k at the start.
+- `krylov m`: Rayleigh-Ritz on the Krylov space `span(u, Hu, ..., H^{m-1} u)` of the previous
+  vector `u` (m HVPs; `m = 2` is one step of steepest ascent on the Rayleigh quotient).
+
+Reported per estimator: HVPs per measurement (mean), and the relative error
+`|estimate - reference| / reference`: median, 90th percentile and maximum, over all measured
+steps and over those from the EoS onset on (the first measured step whose reference sharpness
+exceeds `2/lr` after one at or below it, or the first above it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import jax
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--problem", default="mlp-digits")
+    ap.add_argument("--lr", type=float, default=0.07)
+    ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--x64", action="store_true")
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/sharpness_estimators.json"))
+    args = ap.parse_args(argv)
+    if args.x64:
+        jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+    import numpy as np
+    from jax.experimental.sparse.linalg import lobpcg_standard
+
+    import rodflow
+    from rodflow._derivatives import hvp
+    from rodflow._io import write_json
+    from rodflow._spectrum import initial_vectors
+
+    p = rodflow.problems.get(args.problem)
+    f, n, lr, every = p.loss_flat, p.dim, args.lr, 10
+    step = jax.jit(lambda x: jax.lax.scan(lambda x, _: (x - lr * jax.grad(f)(x), None), x, None,
+                                          length=every)[0])
+
+    def matvec(x):
+        return jax.vmap(lambda u: hvp(f, x, u), in_axes=1, out_axes=1)
+
+    def lobpcg(rtol, cap):
+        @jax.jit
+        def run(x, U):
+            theta, U, its = lobpcg_standard(matvec(x), U, m=cap, tol=rtol / (10.0 * n))
+            return theta[0], U, 1 + 4 * its  # HVPs: A X at the start, A [X P R] and A X per iteration
+
+        return run
+
+    def krylov(m):
+        @jax.jit
+        def run(x, U):
+            A, V, AV = matvec(x), [jnp.linalg.qr(U)[0]], []
+            for j in range(m):
+                AV.append(A(V[-1]))
+                if j < m - 1:
+                    w = AV[-1]
+                    for _ in range(2):  # re-orthogonalise against the basis so far
+                        w = w - sum(B @ (B.T @ w) for B in V)
+                    V.append(jnp.linalg.qr(w)[0])
+            Vm, AVm = jnp.concatenate(V, 1), jnp.concatenate(AV, 1)
+            T = Vm.T @ AVm
+            w, S = jnp.linalg.eigh(0.5 * (T + T.T))
+            return w[-1], Vm @ S[:, -1:], m
+
+        return run
+
+    reference = lobpcg(1e-9, 200)
+    estimators = {f"lobpcg rtol {r:g}": lobpcg(r, 40) for r in (1e-4, 1e-3, 1e-2)}
+    estimators.update({f"krylov {m}": krylov(m) for m in (2, 3, 4, 6)})
+    x = p.x0
+    U0 = initial_vectors(n, 1, x.dtype)
+    U_ref, U_est = U0, {name: U0 for name in estimators}
+    ref, est, hvps = [], {name: [] for name in estimators}, {name: [] for name in estimators}
+    for _ in range(args.steps // every + 1):
+        lam, U_ref, _ = reference(x, U_ref)
+        ref.append(float(lam))
+        for name, fn in estimators.items():
+            lam_e, U_est[name], h = fn(x, U_est[name])
+            est[name].append(float(lam_e))
+            hvps[name].append(int(h))
+        x = step(x)
+    ref = np.asarray(ref)
+    T = 2.0 / lr
+    above = np.nonzero(ref > T)[0]
+    below = np.nonzero(ref <= T)[0]
+    after = [i for i in above if i > 0 and ref[i - 1] <= T] if len(below) else list(above)
+    onset = int(after[0]) if after else None
+
+    def stats(rel):
+        return {"median": float(np.median(rel)), "p90": float(np.percentile(rel, 90)),
+                "max": float(rel.max())}
+
+    out = {"command": "python " + " ".join(sys.argv), "problem": args.problem, "lr": lr,
+           "steps": args.steps, "every": every, "dtype": str(p.dtype), "dim": n, "jax": jax.__version__,
+           "eos_onset_step": None if onset is None else onset * every,
+           "reference_range": [float(ref.min()), float(ref.max())], "threshold": T, "estimators": {}}
+    for name in estimators:
+        rel = np.abs(np.asarray(est[name]) - ref) / ref
+        out["estimators"][name] = {"hvps_mean": float(np.mean(hvps[name])), "all": stats(rel),
+                                   "eos": None if onset is None else stats(rel[onset:])}
+    write_json(args.out, out)
+    print(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
