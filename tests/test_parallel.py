@@ -95,11 +95,12 @@ DATA_PARALLEL = textwrap.dedent("""
 """)
 
 
-# The default suite runs the discrete run (gradients, HVPs, eigensolves) and the rod (third
-# derivatives); the slow ones add gradient flow and Central Flow (eigensolves of the flow, cone
-# problem), and a CNN.
+# The slow suite runs the discrete run (gradients, HVPs, eigensolves) and the rod (third
+# derivatives), then gradient flow and Central Flow (eigensolves of the flow, cone problem), and a
+# CNN.
 @pytest.mark.parametrize("name,lr,options,flows", [
-    ("mlp-digits", 0.07, dict(n=64, width=16), "discrete,rod"),
+    # slow: the two-process test's CLI data-parallel compare covers this path against one device
+    pytest.param("mlp-digits", 0.07, dict(n=64, width=16), "discrete,rod", marks=pytest.mark.slow),
     pytest.param("mlp-digits", 0.07, dict(n=64, width=16), "discrete,stable,rod,central",
                  marks=pytest.mark.slow),
     pytest.param("cnn-digits", 0.5, dict(n=32, width=4, hidden=8), "discrete,stable,rod,central",
@@ -130,6 +131,8 @@ MESH_SWEEP = textwrap.dedent("""
 """)
 
 
+# slow: the two-process test's API sweep runs the same 2 x 2 mesh against one process
+@pytest.mark.slow
 def test_grid_by_data_mesh_sweep_equals_unsharded():
     proc = _python(MESH_SWEEP, 4)
     assert proc.returncode == 0, proc.stderr[-3000:]
