@@ -256,7 +256,7 @@ def grid_flow_init(flow: AbstractFlow, problem: Problem, opt_map: AbstractMap, l
         y0 = flow.init(x_, flow_args(problem, opt_map, lr_, z_, start_step, schedule))
         return FlowCarry(y0, U0, y0, jnp.zeros((), jnp.int32), jnp.zeros((), bool))
 
-    return jax.vmap(one)(lr, x0, z_start)
+    return jax.vmap(one, axis_name=GRID_AXIS)(lr, x0, z_start)  # named: `branch`es in init stay conds
 
 
 @eqx.filter_jit

@@ -30,11 +30,10 @@ def branch(pred, true_fn, false_fn):
 
     Not a `lax.while_loop` of at most one iteration per side, as an earlier version had it: a
     side that does not depend on the loop's carry is loop-invariant, and XLA's loop-invariant
-    code motion hoists it out of the loop, so it ran on every call, needed or not. Measured on
-    `mlp-digits` (float64, 2-core CPU): the eigensolver's power-iteration fallback ran after
-    every LOBPCG call (80 ms a call instead of 9 ms); the rod's vector field with that switch was
-    2.3x slower than with this one (`benchmarks/results/rod_profile.json`), which the same
-    hoisting of both sides explains."""
+    code motion hoists it out of the loop, so it ran on every call, needed or not: the
+    eigensolver's power-iteration fallback (40 Hessian-vector products) ran after every LOBPCG
+    call, and the rod's vector field with that switch was 2.3x slower than with this one
+    (`benchmarks/results/rod_profile.json`), which the same hoisting of both sides explains."""
 
     def both():
         return jax.tree.map(lambda a, b: jnp.where(pred, a, b), true_fn(), false_fn())

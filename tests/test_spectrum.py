@@ -68,3 +68,35 @@ def test_bad_method_and_k():
         top_eigenpairs(p.loss_flat, p.x0, jnp.ones((3, 1)), method="magic")
     with pytest.raises(ValueError, match="5k < n"):
         top_eigenpairs(p.loss_flat, p.x0, jnp.ones((3, 1)), method="lobpcg")
+
+
+def test_lobpcg_breakdown_falls_back_to_power_iteration_per_lane(monkeypatch):
+    """Where LOBPCG returns a non-finite eigenvalue, `top_eigenpairs` returns block power
+    iteration's answer instead; in a grid (the engine's named axis) only that lane does."""
+    import rodflow._spectrum as spectrum
+    from rodflow._chunks import over_grid
+
+    A = jnp.diag(jnp.linspace(1.0, 3.0, 40))
+    f = lambda x: 0.5 * x @ A @ x  # noqa: E731
+    real = spectrum.lobpcg_standard
+
+    def breaks_down_for_negative_starts(matvec, U0, m, tol):
+        theta, U, its = real(matvec, U0, m=m, tol=tol)
+        return jnp.where(U0[0, 0] < 0, jnp.nan, theta), U, its
+
+    monkeypatch.setattr(spectrum, "lobpcg_standard", breaks_down_for_negative_starts)
+    x = jnp.ones(40)
+    U0 = initial_vectors(40, 1, x.dtype)
+    U0 = U0 * jnp.sign(U0[0, 0])  # a start whose first entry is positive: LOBPCG stands
+    power = spectrum._power(jax.vmap(lambda u: hvp(f, x, u), in_axes=1, out_axes=1),
+                            initial_vectors(40, 1, x.dtype), 40)[0]
+
+    def top(U):
+        return top_eigenpairs(f, x, U, method="lobpcg", max_iters=40)[0]
+
+    np.testing.assert_allclose(top(U0), 3.0, rtol=1e-6)  # LOBPCG converged
+    np.testing.assert_allclose(top(-U0), power, rtol=1e-12)  # broke down: power iteration
+    assert abs(float(power[0]) - 3.0) > 1e-9  # (so the two answers are distinguishable)
+    lanes = np.asarray(jax.jit(lambda Us: over_grid(top, Us))(jnp.stack([U0, -U0, U0])))
+    np.testing.assert_allclose(lanes[[0, 2]], 3.0, rtol=1e-6)
+    np.testing.assert_allclose(lanes[1], power, rtol=1e-12)
