@@ -9,14 +9,17 @@ estimators, each warm-started from its *own* previous vector as it would be in a
 
 - `lobpcg rtol R`: `jax.experimental.sparse.linalg.lobpcg_standard` (at most 40 iterations) to a
   relative residual `R`; the library's default is `R = 1e-4`. Each iteration costs 4k
-  Hessian-vector products (HVPs) in JAX's implementation, plus k at the start.
+  Hessian-vector products (HVPs) in JAX's implementation, plus k at the start (k = 1 here).
 - `krylov m`: Rayleigh-Ritz on the Krylov space `span(u, Hu, ..., H^{m-1} u)` of the previous
   vector `u` (m HVPs; `m = 2` is one step of steepest ascent on the Rayleigh quotient).
 
 Reported per estimator: HVPs per measurement (mean), and the relative error
 `|estimate - reference| / reference`: median, 90th percentile and maximum, over all measured
 steps and over those from the EoS onset on (the first measured step whose reference sharpness
-exceeds `2/lr` after one at or below it, or the first above it).
+exceeds `2/lr` after one at or below it, or the first above it: `rodflow._metrics.eos_onset_rule`
+applied to the reference). The reference's own iteration
+counts are recorded (`reference_iterations`); a measurement at its cap of 200 would be named in
+`reference_at_cap`.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ def main(argv=None):
     import rodflow
     from rodflow._derivatives import hvp
     from rodflow._io import write_json
+    from rodflow._metrics import eos_onset_rule
     from rodflow._spectrum import initial_vectors
 
     p = rodflow.problems.get(args.problem)
@@ -60,7 +64,7 @@ def main(argv=None):
         @jax.jit
         def run(x, U):
             theta, U, its = lobpcg_standard(matvec(x), U, m=cap, tol=rtol / (10.0 * n))
-            return theta[0], U, 1 + 4 * its  # HVPs: A X at the start, A [X P R] and A X per iteration
+            return theta[0], U, 1 + 4 * its  # HVPs (k = 1): A X at the start, A [X P R] and A X per iteration
 
         return run
 
@@ -88,10 +92,12 @@ def main(argv=None):
     x = p.x0
     U0 = initial_vectors(n, 1, x.dtype)
     U_ref, U_est = U0, {name: U0 for name in estimators}
-    ref, est, hvps = [], {name: [] for name in estimators}, {name: [] for name in estimators}
+    ref, ref_its = [], []
+    est, hvps = {name: [] for name in estimators}, {name: [] for name in estimators}
     for _ in range(args.steps // every + 1):
-        lam, U_ref, _ = reference(x, U_ref)
+        lam, U_ref, h = reference(x, U_ref)
         ref.append(float(lam))
+        ref_its.append((int(h) - 1) // 4)
         for name, fn in estimators.items():
             lam_e, U_est[name], h = fn(x, U_est[name])
             est[name].append(float(lam_e))
@@ -99,10 +105,8 @@ def main(argv=None):
         x = step(x)
     ref = np.asarray(ref)
     T = 2.0 / lr
-    above = np.nonzero(ref > T)[0]
-    below = np.nonzero(ref <= T)[0]
-    after = [i for i in above if i > 0 and ref[i - 1] <= T] if len(below) else list(above)
-    onset = int(after[0]) if after else None
+    onset_step, _ = eos_onset_rule(np.arange(len(ref)) * every, ref, T)
+    onset = None if onset_step is None else onset_step // every
 
     def stats(rel):
         return {"median": float(np.median(rel)), "p90": float(np.percentile(rel, 90)),
@@ -111,7 +115,9 @@ def main(argv=None):
     out = {"command": "python " + " ".join(sys.argv), "problem": args.problem, "lr": lr,
            "steps": args.steps, "every": every, "dtype": str(p.dtype), "dim": n, "jax": jax.__version__,
            "eos_onset_step": None if onset is None else onset * every,
-           "reference_range": [float(ref.min()), float(ref.max())], "threshold": T, "estimators": {}}
+           "reference_range": [float(ref.min()), float(ref.max())], "threshold": T,
+           "reference_iterations": {"median": float(np.median(ref_its)), "max": int(max(ref_its))},
+           "reference_at_cap": [i * every for i, n in enumerate(ref_its) if n >= 200], "estimators": {}}
     for name in estimators:
         rel = np.abs(np.asarray(est[name]) - ref) / ref
         out["estimators"][name] = {"hvps_mean": float(np.mean(hvps[name])), "all": stats(rel),
