@@ -98,11 +98,10 @@ def _commit() -> str | None:
     return (out.stdout.strip() + ("+uncommitted rodflow changes" if dirty else "")) or None
 
 
-def _compare_twice(rodflow, problem, lr, steps, flows):
-    kw = dict(lr=lr, steps=steps, flows=flows, sharpness_every=10, figure=False, progress=False)
-    first = rodflow.compare(problem, **kw).metrics
-    second = rodflow.compare(problem, **kw).metrics
-    return first, second
+def _compare_twice(rodflow, problem, lr, steps, flows, **settings):
+    """Two identical `compare` calls: the first compiles, the second is timed (both returned)."""
+    kw = dict(lr=lr, steps=steps, flows=flows, sharpness_every=10, figure=False, progress=False, **settings)
+    return rodflow.compare(problem, **kw), rodflow.compare(problem, **kw)
 
 
 def main(argv=None):
@@ -152,7 +151,8 @@ def main(argv=None):
 
     gd_ms = _best_ms(gd, problem.x0, args.gd_steps)
     flows = tuple(args.flows.split(","))
-    first, second = _compare_twice(rodflow, problem, lr, args.steps, flows)
+    first_run, second_run = _compare_twice(rodflow, problem, lr, args.steps, flows)
+    first, second = first_run.metrics, second_run.metrics
     per_step = {k: 1e3 * v["wall_s"] / (args.steps + 1) for k, v in second["flows"].items()}
     entry = {
         "command": "python " + " ".join(sys.argv),
@@ -172,13 +172,8 @@ def main(argv=None):
         import numpy as np
 
         M = args.eig_iters_alt
-        kw = dict(lr=lr, steps=args.steps, flows=("discrete",), sharpness_every=10, figure=False,
-                  progress=False, eig_iters=M)
-        rodflow.compare(problem, **kw)
-        alt = rodflow.compare(problem, **kw)
-        base = rodflow.compare(problem, lr=lr, steps=args.steps, flows=("discrete",), sharpness_every=10,
-                               figure=False, progress=False)
-        a, b = (np.asarray(r.series["discrete"]["sharpness"], float) for r in (alt, base))
+        _, alt = _compare_twice(rodflow, problem, lr, args.steps, ("discrete",), eig_iters=M)
+        a, b = (np.asarray(r.series["discrete"]["sharpness"], float) for r in (alt, second_run))
         ok = np.isfinite(a) & np.isfinite(b)
         rel = np.abs(a[ok] - b[ok]) / np.abs(b[ok])
         ms = 1e3 * alt.metrics["flows"]["discrete"]["wall_s"] / (args.steps + 1)
@@ -187,7 +182,7 @@ def main(argv=None):
         entry[f"sharpness_rel_diff_eig_iters_{M}"] = {
             "median": float(np.median(rel)), "max": float(rel.max()), "measurements": int(ok.sum())}
     if args.central_steps:
-        cf, cs = _compare_twice(rodflow, problem, lr, args.central_steps, ("central",))
+        cf, cs = (r.metrics for r in _compare_twice(rodflow, problem, lr, args.central_steps, ("central",)))
         c_ms = 1e3 * cs["flows"]["central"]["wall_s"] / (args.central_steps + 1)
         entry.update(central_steps=args.central_steps, central_ms=c_ms, central_over_gd=c_ms / gd_ms)
         entry["compile_s"]["central"] = cf["flows"]["central"]["compile_s"]

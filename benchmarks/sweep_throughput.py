@@ -68,8 +68,9 @@ elif cfg["variant"] == "batching":
     hb = jax.jit(jax.vmap(lambda x: hvp(p.loss_flat, x, x)))
     U0 = initial_vectors(x0.shape[0], 1, x0.dtype)
     e1 = jax.jit(lambda x: top_eigenpairs(p.loss_flat, x, U0, method="lobpcg")[0])
-    # the engine's named grid axis, so the eigensolver's fallback stays a cond (rodflow._lax.branch)
-    eb = jax.jit(jax.vmap(lambda x: top_eigenpairs(p.loss_flat, x, U0, method="lobpcg")[0], axis_name="grid"))
+    from rodflow._lax import GRID_AXIS  # the engine's axis: the eigensolver's fallback stays a cond
+    eb = jax.jit(jax.vmap(lambda x: top_eigenpairs(p.loss_flat, x, U0, method="lobpcg")[0],
+                          axis_name=GRID_AXIS))
     n = cfg["n_lrs"]
     out["batch"] = n
     for what, f1, fb in (("grad", g1, gb), ("hvp", h1, hb), ("lobpcg", e1, eb)):
