@@ -1,33 +1,46 @@
 #!/usr/bin/env bash
 # GPU checks (issue 16), one prepared script for a lent GPU machine with JAX (CUDA), diffrax,
 # equinox, optax, jaxtyping, tqdm and scikit-learn installed (matplotlib is not needed: nothing
-# here draws). Writes into $OUT (default benchmarks/results); at most 10 minutes in all (its steps' limits).
+# here draws). Writes into $OUT (default benchmarks/results).
 #
-#   OUT=benchmarks/results bash benchmarks/gpu_check.sh
-#   OUT=/tmp/dry ALLOW_CPU=1 STEPS=60 LRS=4 bash benchmarks/gpu_check.sh   # a dry run of the script on a CPU
+#   OUT=benchmarks/results bash benchmarks/gpu_check.sh            # at most BUDGET=540 s of steps
+#   OUT=/tmp/dry ALLOW_CPU=1 STEPS=60 LRS=4 CENTRAL_STEPS=30 bash benchmarks/gpu_check.sh  # dry run on a CPU
 #
-# 0. fail fast unless JAX's default backend is a GPU (no silent CPU fallback);
-# 1. the GPU rows of cost.json: benchmarks/cost.py on mlp-digits and cnn-digits, float32 and
-#    float64 (GD step, Rod Flow, the discrete run's sharpness tracking, gradient flow, compile
-#    times, accuracy beside each), into $OUT/cost_gpu.json;
-# 2. the sweep check: one compare run against a 64-lr sweep on mlp-digits (per-lane overhead),
-#    into $OUT/sweep_throughput_gpu.json, then a gradient, an HVP and a LOBPCG solve alone and
-#    vmapped over the same 64 parameter vectors (what batching alone gains on this device);
-# 2b. Central Flow over its first 100 steps on mlp-digits float32, against a GD step in the same
-#    process, into $OUT/cost_central_gpu.json;
-# 3. on a machine with several GPUs: a data-parallel compare (mlp-digits, 512 examples split over
-#    every GPU, float64) against the one-GPU run, metric by metric, into $OUT/data_parallel_gpu.json.
-# Every step has its own time limit; a step that fails or runs out of time is reported and the
-# script goes on to the next one (exit status 1 at the end if any failed).
+# First it fails fast unless JAX's default backend is a GPU (no silent CPU fallback). Then its
+# steps run in order of priority, each under its own time limit, and a step whose limit no
+# longer fits in what is left of BUDGET seconds is skipped (reported, not failed), so that the
+# whole call fits in one 10-minute device call with its start. The limits come from the first
+# lent GPU (2026-11-30, an H200, benchmarks/results/gpu_check_2026-11-30.log): there,
+# `cost.py` on mlp-digits took 84 s (float64) and 101 s (float32) end to end, XLA compiled each
+# flow in 8-16 s (twice this 2-core CPU's time) and one 1000-step compare took 46 s end to end;
+# limits sized from CPU compile times ran out. The mlp-digits rows of cost.json were measured
+# then (benchmarks/results/cost_gpu.json), so what is still missing comes first:
+#  1. cnn-digits float32: benchmarks/cost.py (GD step, Rod Flow, the discrete run's sharpness
+#     tracking, compile times, accuracy beside each) into $OUT/cost_gpu.json;
+#  2. the sweep check: one compare run against a 64-lr sweep on mlp-digits (per-lane overhead),
+#     into $OUT/sweep_throughput_gpu.json;
+#  3. a gradient, an HVP and a LOBPCG solve alone and vmapped over 64 parameter vectors (what
+#     batching alone gains on this device), added to the same file;
+#  4. on a machine with several GPUs: a data-parallel compare (mlp-digits, 512 examples split over
+#     every GPU, float64) against the one-GPU run, metric by metric, into $OUT/data_parallel_gpu.json;
+#  5. Central Flow over its first 100 steps on mlp-digits float32, against a GD step in the same
+#     process, into $OUT/cost_central_gpu.json;
+#  6. mlp-digits float32 and float64 again, then cnn-digits float64, into $OUT/cost_gpu.json.
+# A step that fails or runs out of time is reported and the script goes on to the next one (exit
+# status 1 at the end if any failed). Every step writes its file as soon as it ends.
 set -uo pipefail
 OUT=${OUT:-benchmarks/results}
 mkdir -p "$OUT"
 export PYTHONPATH=$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1
 PY=${PY:-python3}
 STEPS=${STEPS:-1000} LRS=${LRS:-64} CENTRAL_STEPS=${CENTRAL_STEPS:-100} ALLOW_CPU=${ALLOW_CPU:-0}
+BUDGET=${BUDGET:-540}
 status=0
 step() {  # step SECONDS command...
   local limit=$1; shift
+  if [ $((SECONDS + limit)) -gt "$BUDGET" ]; then
+    echo "== skipped (needs ${limit}s, $((BUDGET - SECONDS))s of the budget left): $*"; return
+  fi
   echo "== $* (limit ${limit}s)"
   local t0=$SECONDS
   timeout --kill-after=10 "$limit" "$@"; local rc=$?
@@ -43,14 +56,10 @@ print(sys.version.split()[0], "jax", jax.__version__, jax.default_backend(), jax
 sys.exit(0 if jax.default_backend() == "gpu" or os.environ["ALLOW_CPU"] == "1" else 1)
 PYEOF
 
-for problem in mlp-digits cnn-digits; do
-  step 100 $PY benchmarks/cost.py --problem "$problem" --steps "$STEPS" --out "$OUT/cost_gpu.json"
-  step 100 $PY benchmarks/cost.py --problem "$problem" --steps "$STEPS" --x64 --out "$OUT/cost_gpu.json"
-done
-step 120 $PY benchmarks/sweep_throughput.py --gpu --lrs "$LRS" --steps "$STEPS" --out "$OUT/sweep_throughput_gpu.json"
-step 45 $PY benchmarks/sweep_throughput.py --batching-only --lrs "$LRS" --out "$OUT/sweep_throughput_gpu.json"
-step 90 $PY benchmarks/cost.py --problem mlp-digits --steps "$CENTRAL_STEPS" --central-steps "$CENTRAL_STEPS" \
-  --flows rod --out "$OUT/cost_central_gpu.json"
+COST="$PY benchmarks/cost.py --steps $STEPS --out $OUT/cost_gpu.json"
+step 170 $COST --problem cnn-digits --flows rod
+step 200 $PY benchmarks/sweep_throughput.py --gpu --lrs "$LRS" --steps "$STEPS" --out "$OUT/sweep_throughput_gpu.json"
+step 90 $PY benchmarks/sweep_throughput.py --batching-only --lrs "$LRS" --out "$OUT/sweep_throughput_gpu.json"
 step 90 $PY - "$OUT/data_parallel_gpu.json" <<'PYEOF'
 import json, sys
 import jax
@@ -78,4 +87,9 @@ out = {"devices": n, "device": str(jax.devices()[0]), "max_rel_diff": max(rel.va
 json.dump(out, open(sys.argv[1], "w"), indent=1)
 print(out)
 PYEOF
+step 150 $PY benchmarks/cost.py --problem mlp-digits --steps "$CENTRAL_STEPS" --central-steps "$CENTRAL_STEPS" \
+  --flows rod --out "$OUT/cost_central_gpu.json"
+step 120 $COST --problem mlp-digits
+step 110 $COST --problem mlp-digits --x64
+step 170 $COST --problem cnn-digits --flows rod --x64
 exit $status

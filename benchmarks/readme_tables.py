@@ -12,7 +12,7 @@ have its markers in every file given. Where the tables live: `flagship` in READM
 docs/benchmarks/central-flow.md, `optimizers_acceptance` and `optimizers_runs` in
 docs/benchmarks/optimizers.md, `optimizers_central` in README.md and
 docs/benchmarks/optimizers.md, `rod_timing` in docs/benchmarks/rod-order.md, `scale` in README.md
-and docs/guides/scaling.md, `cost` and `sharpness_estimators` in docs/benchmarks/cost.md.
+and docs/guides/scaling.md, `cost`, `cost_gpu` and `sharpness_estimators` in docs/benchmarks/cost.md.
 
 Each cell is `mean +- std` over the initialisation seeds at which GD reached EoS within the run
 (sample standard deviation; one value without `+-` when only one seed did).
@@ -114,8 +114,8 @@ def rod_timing() -> str:
     return "\n".join(rows)
 
 
-def cost() -> str:
-    d = json.loads((RESULTS / "cost.json").read_text())
+def cost(name: str = "cost.json") -> str:
+    d = json.loads((RESULTS / name).read_text())
     rows = ["| problem (lr, dtype, params) | GD ms/step | Rod Flow / GD | "
             "discrete run (sharpness every 10) / GD | same, eigensolver capped at 3 iterations / GD "
             "(max rel. sharpness diff) | gradient flow / GD | Central Flow / GD (steps) | "
@@ -141,6 +141,10 @@ def cost() -> str:
                     f"{_g(acc.get('central', {}).get('rel_dist_mean_eos'))} | "
                     f"{_g(e['load_avg_1min_before'], 2)} |")
     return "\n".join(rows)
+
+
+def cost_gpu() -> str:
+    return cost("cost_gpu.json")
 
 
 def sharpness_estimators() -> str:
@@ -223,7 +227,8 @@ def scale() -> str:
 
 
 TABLES = ("flagship", "eos_tracking", "flows_cost_accuracy", "rod_timing", "optimizers_acceptance",
-          "optimizers_runs", "optimizers_central", "cost", "sharpness_estimators", "schedule", "scale")
+          "optimizers_runs", "optimizers_central", "cost", "cost_gpu", "sharpness_estimators", "schedule",
+          "scale")
 
 
 def _markers(name: str) -> tuple[str, str]:
