@@ -3,7 +3,7 @@
 # equinox, optax, jaxtyping, tqdm and scikit-learn installed (matplotlib is not needed: nothing
 # here draws). Writes into $OUT (default benchmarks/results).
 #
-#   OUT=benchmarks/results bash benchmarks/gpu_check.sh            # at most BUDGET=540 s of steps
+#   OUT=benchmarks/results bash benchmarks/gpu_check.sh            # at most BUDGET=570 s of steps
 #   OUT=/tmp/dry ALLOW_CPU=1 STEPS=60 LRS=4 CENTRAL_STEPS=30 bash benchmarks/gpu_check.sh  # dry run on a CPU
 #
 # First it fails fast unless JAX's default backend is a GPU (no silent CPU fallback). Then its
@@ -21,11 +21,15 @@
 #     into $OUT/sweep_throughput_gpu.json;
 #  3. a gradient, an HVP and a LOBPCG solve alone and vmapped over 64 parameter vectors (what
 #     batching alone gains on this device), added to the same file;
-#  4. on a machine with several GPUs: a data-parallel compare (mlp-digits, 512 examples split over
+#  4. Rod Flow and the discrete run on mlp-digits float32 with XLA's command buffers taking the
+#     `while` loops and `conditional`s too (CUDA graphs with conditional nodes: the predicates
+#     stay on the device), into $OUT/cost_cmdbuf_gpu.json, beside step 7's default run: on the
+#     first GPU both were launch-bound (a GD step 35 us, the rod 13x it);
+#  5. on a machine with several GPUs: a data-parallel compare (mlp-digits, 512 examples split over
 #     every GPU, float64) against the one-GPU run, metric by metric, into $OUT/data_parallel_gpu.json;
-#  5. Central Flow over its first 100 steps on mlp-digits float32, against a GD step in the same
+#  6. Central Flow over its first 100 steps on mlp-digits float32, against a GD step in the same
 #     process, into $OUT/cost_central_gpu.json;
-#  6. mlp-digits float32 and float64 again, then cnn-digits float64, into $OUT/cost_gpu.json.
+#  7. mlp-digits float32 and float64 again, then cnn-digits float64, into $OUT/cost_gpu.json.
 # A step that fails or runs out of time is reported and the script goes on to the next one (exit
 # status 1 at the end if any failed). Every step writes its file as soon as it ends.
 set -uo pipefail
@@ -34,7 +38,7 @@ mkdir -p "$OUT"
 export PYTHONPATH=$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1
 PY=${PY:-python3}
 STEPS=${STEPS:-1000} LRS=${LRS:-64} CENTRAL_STEPS=${CENTRAL_STEPS:-100} ALLOW_CPU=${ALLOW_CPU:-0}
-BUDGET=${BUDGET:-540}
+BUDGET=${BUDGET:-570}
 status=0
 step() {  # step SECONDS command...
   local limit=$1; shift
@@ -60,6 +64,8 @@ COST="$PY benchmarks/cost.py --steps $STEPS --out $OUT/cost_gpu.json"
 step 170 $COST --problem cnn-digits --flows rod
 step 200 $PY benchmarks/sweep_throughput.py --gpu --lrs "$LRS" --steps "$STEPS" --out "$OUT/sweep_throughput_gpu.json"
 step 90 $PY benchmarks/sweep_throughput.py --batching-only --lrs "$LRS" --out "$OUT/sweep_throughput_gpu.json"
+XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_enable_command_buffer=+WHILE,+CONDITIONAL" \
+  step 110 $PY benchmarks/cost.py --problem mlp-digits --steps "$STEPS" --flows rod --out "$OUT/cost_cmdbuf_gpu.json"
 step 90 $PY - "$OUT/data_parallel_gpu.json" <<'PYEOF'
 import json, sys
 import jax
