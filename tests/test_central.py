@@ -56,6 +56,21 @@ def test_cone_qp_complementarity(k):
         np.testing.assert_allclose(X, X.T)
 
 
+def test_cone_qp_tolerance_is_floored_at_float32_rounding():
+    # asked for 1e-10 in float32 (below its rounding), the loop used to run to its cap; the
+    # floor (10 eps) stops it early, at a solution as close to float64's as float32 allows
+    rng = np.random.default_rng(11)
+    solve32 = jax.jit(lambda a, b: solve_cone_qp(a, b, max_iters=500, tol=1e-10))
+    solve64 = jax.jit(lambda a, b: solve_cone_qp(a, b, max_iters=5000, tol=1e-13))
+    for i in range(12):
+        A, B = _random_problem(rng, 2 + i % 3)
+        X32, info = solve32(A.astype(jnp.float32), B.astype(jnp.float32))
+        X64, _ = solve64(A, B)
+        assert X32.dtype == jnp.float32 and int(info.iters) < 200, int(info.iters)
+        assert float(info.residual) <= 10 * float(jnp.finfo(jnp.float32).eps)
+        assert float(jnp.linalg.norm(X32 - X64)) < 1e-4 * max(float(jnp.linalg.norm(X64)), 1.0)  # X may be 0
+
+
 def test_cone_qp_mask_matches_subproblem():
     rng = np.random.default_rng(7)
     A, B = _random_problem(rng, 4)

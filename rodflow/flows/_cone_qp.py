@@ -75,12 +75,17 @@ def solve_cone_qp(
     - `mask`: optional `(k,)` booleans, the active indices; `X` is zero outside the active
       block and the conditions hold on that block.
     - `max_iters`: iteration cap of the `lax.while_loop`.
-    - `tol`: relative tolerance on the fixed-point residual.
+    - `tol`: relative tolerance on the fixed-point residual, raised to `10 eps` of the dtype
+      (1.2e-6 in float32): below it the residual is rounding, and the loop would run to
+      `max_iters` (on random problems in float32, `tol 1e-10` ran past 500 iterations on 12 of
+      20; at the floor they stop after 24 at the median, and `X` is within 2.5e-5 of the float64
+      solution).
 
     **Returns:** `(X, info)`, see [`ConeQPInfo`][].
     """
     k = A.shape[-1]
     dtype = A.dtype
+    tol = max(tol, 10 * float(jnp.finfo(dtype).eps))
     A = _sym(A)
     if mask is None:
         mask = jnp.ones((k,), bool)
