@@ -28,8 +28,10 @@ class StableFlow(AbstractFlow):
     `(z_0 + z_1)/2`, the same point as the rod's centre, so every flow is compared with the
     discrete run from the same state. Any map (`requires = ()`); state [`StableState`][].
 
-    Default integrator: `Tsit5` with `rtol = 1e-6` (adaptive): gradient flow can become stiff
-    once its sharpness passes `2/lr`, where a fixed-step Euler scheme would be GD itself.
+    Default integrator: `Tsit5` with `rtol = 1e-6`, `atol = 1e-9` (adaptive): gradient flow can
+    become stiff once its sharpness passes `2/lr`, where a fixed-step Euler scheme would be GD
+    itself. The defaults are the same in float32: there they follow float64's loss to 3e-7 on
+    `cnn-digits`, where tolerances floored at 100 machine epsilons were 2.6% off.
     """
 
     name: ClassVar[str] = "stable"
