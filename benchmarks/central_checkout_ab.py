@@ -14,13 +14,13 @@ average before the run. Run the two checkouts one after the other on an idle mac
 import json
 import os
 import sys
-import time
 
 sys.path.insert(0, sys.argv[1])
 import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", (sys.argv[5] if len(sys.argv) > 5 else "f64") == "f64")
 import jax.numpy as jnp  # noqa: E402
+from cost import _best_ms, _compare_twice  # noqa: E402  (benchmarks/cost.py: the same timing)
 
 import rodflow  # noqa: E402
 
@@ -32,19 +32,13 @@ def main():
     lr_ = jnp.asarray(lr, p.dtype)
     gd = jax.jit(lambda x: jax.lax.scan(lambda x, _: (x - lr_ * jax.grad(p.loss_flat)(x), None), x, None,
                                         length=500)[0])
-    jax.block_until_ready(gd(p.x0))
-    best = float("inf")
-    for _ in range(3):
-        t0 = time.perf_counter()
-        jax.block_until_ready(gd(p.x0))
-        best = min(best, time.perf_counter() - t0)
+    gd_ms = _best_ms(gd, p.x0, 500)
     load = os.getloadavg()[0]
-    kw = dict(lr=lr, steps=steps, flows=("central",), sharpness_every=10, figure=False, progress=False)
-    first = rodflow.compare(p, **kw).metrics
-    c = rodflow.compare(p, **kw).metrics["flows"]["central"]
+    first, second = (r.metrics for r in _compare_twice(rodflow, p, lr, steps, ("central",)))
+    c = second["flows"]["central"]
     out = {"command": "python " + " ".join(sys.argv), "rodflow": rodflow.__file__, "steps": steps,
            "problem": p.name, "lr": lr, "dtype": str(p.dtype),
-           "gd_ms": 1e3 * best / 500, "central_ms": 1e3 * c["wall_s"] / (steps + 1),
+           "gd_ms": gd_ms, "central_ms": 1e3 * c["wall_s"] / (steps + 1),
            "compile_s": first["flows"]["central"]["compile_s"],
            "rel_dist_mean_eos": c.get("rel_dist_mean_eos"), "loss_err_eos": c.get("loss_err_eos"),
            "load_avg_1min_before": load}
