@@ -211,15 +211,14 @@ def _join_processes(args) -> None:
         distributed_initialize(args.coordinator, args.num_processes, args.process_id)
 
 
-def _report(result, out: Path, name: str, args) -> int:
+def _report(result, out: Path, name: str, figure: str, args) -> int:
     """Print the table and where it was written (process 0 only in a multi-process run); exit code
     3 if a run became non-finite."""
     from ._parallel import is_writer
 
     if is_writer():
         print(result.table())
-        figure = "" if args.no_figure else f" and {out / name.replace('.json', '.png')}"
-        print(f"wrote {out / name}{figure}")
+        print(f"wrote {out / name}" + ("" if args.no_figure else f" and {out / figure}"))
         for msg in result.diverged():
             print(f"rodflow: {msg}", file=sys.stderr)
     return 3 if result.diverged() else 0
@@ -306,7 +305,8 @@ def _cmd_compare(args, extra) -> int:
     schedule = _schedule(args, args.lr)
     problem, kw, out = _common(args, extra, args.problem)
     lr = args.lr if schedule is None else schedule
-    return _report(compare(problem, lr=lr, devices=args.devices, **kw), out, "metrics.json", args)
+    return _report(compare(problem, lr=lr, devices=args.devices, **kw), out, "metrics.json", "compare.png",
+                   args)
 
 
 def parse_lr_range(text: str) -> list[float]:
@@ -341,7 +341,7 @@ def _cmd_sweep(args, extra) -> int:
     schedule = _schedule(args, max(lrs)) if lrs else None
     problem, kw, out = _common(args, extra, f"{args.problem}-sweep")
     return _report(sweep(problem, lrs=lrs, seeds=seeds, devices=args.devices, data_devices=args.data_devices,
-                         schedule=schedule, **kw), out, "sweep.json", args)
+                         schedule=schedule, **kw), out, "sweep.json", "sweep.png", args)
 
 
 def _cmd_plot(args, extra) -> int:

@@ -25,6 +25,7 @@ def test_compare_writes_table_metrics_and_figure(tmp_path):
     assert m["dtype"] == "float64"
     assert m["eos_onset_step"] is not None
     assert (out / "compare.png").stat().st_size > 10_000
+    assert f"wrote {out / 'metrics.json'} and {out / 'compare.png'}" in proc.stdout  # the files it names
     assert "step" in proc.stderr  # the progress bar
 
 
