@@ -189,11 +189,63 @@ def test_noise_floor_holds_log_rho():
     args = FlowArgs(p, jnp.asarray(0.1))
     flow = RodFlow()
     c = jnp.array([1.0, 1.0])
-    s_min = flow.log_floor(c)
     v = jnp.array([1.0, 0.0])
+    s_min = flow.log_floor(c, v)
     y = RodState(c, s_min - 1.0, v, None)
     assert flow.vector_field(0.0, y, args).log_rho == 0.0
     assert RodFlow(eps_floor=0.0).vector_field(0.0, y, args).log_rho < 0.0
+
+
+def test_rounding_floor_is_the_rounding_error_along_the_rod():
+    # float32 centre: each coordinate's ulp from numpy, round to nearest -> std ulp / sqrt(12)
+    c = jnp.array([1.0, 3.0, -1e-3, 0.0, 200.0], jnp.float32)
+    v = jnp.array([1.0, 2.0, 0.0, 0.0, 2.0], jnp.float32) / 3.0
+    ulp = np.spacing(np.abs(np.asarray(c)))
+    want = np.sqrt(np.sum(np.asarray(v, np.float64) ** 2 * ulp.astype(np.float64) ** 2) / 12.0)
+    flow = RodFlow(floor="rounding")
+    np.testing.assert_allclose(float(jnp.exp(flow.log_floor(c, v))), want, rtol=1e-5)
+    # along a coordinate at 1.0 the error is eps / sqrt(12); an unnormalised v gives the same
+    e1 = jnp.zeros(5, jnp.float32).at[0].set(1.0)
+    np.testing.assert_allclose(float(jnp.exp(flow.log_floor(c, 7.0 * e1))),
+                               np.finfo(np.float32).eps / np.sqrt(12.0), rtol=1e-6)
+    # the default floor is eps |c|, whatever the direction
+    np.testing.assert_allclose(float(jnp.exp(RodFlow().log_floor(c, v))),
+                               np.finfo(np.float32).eps * np.linalg.norm(np.asarray(c)), rtol=1e-5)
+    assert RodFlow(floor="rounding", eps_floor=0.0).log_floor(c, v) == -np.inf
+
+
+def test_rounding_floor_holds_log_rho():
+    p = _quadratic([1.0, 2.0])
+    args = FlowArgs(p, jnp.asarray(0.1))
+    flow = RodFlow(floor="rounding")
+    c, v = jnp.array([1.0, 1.0]), jnp.array([1.0, 0.0])
+    s_min = flow.log_floor(c, v)
+    assert s_min < RodFlow().log_floor(c, v) - 1.0  # below eps |c| along one coordinate of two
+    assert flow.vector_field(0.0, RodState(c, s_min - 1.0, v, None), args).log_rho == 0.0
+    assert flow.vector_field(0.0, RodState(c, s_min + 1.0, v, None), args).log_rho < 0.0
+
+
+@pytest.mark.parametrize("kw", [dict(floor="ulp"), dict(floor="rounding", eps_floor=1e-6)])
+def test_floor_options_are_checked(kw):
+    for cls in (RodFlow, MomentumRodFlow):  # jaxtyping may reject a value outside the Literal first
+        with pytest.raises((ValueError, TypeError), match="floor"):
+            cls(**kw)
+
+
+def test_rounding_floor_follows_the_dtype_of_gd():
+    # eos-toy: the oscillating coordinate y has its centre at ~0, where float32 rounds as finely
+    # as float64, so GD's noise along the rod is the same in both; the 'rounding' rod regrows
+    # from the same level in both dtypes, the 'eps' rod from eps32 |c| (earlier in float32)
+    p64 = rodflow.problems.get("eos-toy")
+    p32 = p64.with_params0(p64.params0.astype(jnp.float32))
+
+    def regrowth(p, floor):
+        r = rodflow.compare(p, lr=0.4, steps=120, flows={"rod": RodFlow(floor=floor)}, figure=False)
+        step, rho = np.asarray(r.series["rod"]["step"]), np.asarray(r.series["rod"]["rho"])
+        return int(step[np.argmax((step >= 20) & (rho > 1e-2))])  # after the first rod decays
+
+    assert abs(regrowth(p32, "rounding") - regrowth(p64, "rounding")) <= 1
+    assert regrowth(p32, "eps") < regrowth(p64, "eps") - 4
 
 
 def test_vector_field_jit_matches_no_jit():

@@ -1,8 +1,9 @@
 from __future__ import annotations
 
-from typing import ClassVar, NamedTuple
+from typing import ClassVar, Literal, NamedTuple
 
 import diffrax
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
@@ -52,7 +53,8 @@ class MomentumRodFlow(AbstractSecondOrderFlow, AbstractRodFlow):
     the curvature in the rate (`log|mu|(lr_k (kappa + wd), beta_k (1 - lr wd))`) and `-lr_k wd c`
     to the centre's force; `v`'s flow is unchanged.
 
-    **Noise floor** as for [`RodFlow`][]: `s` does not decrease below `log(eps |c|)`. Heavy ball
+    **Noise floor** as for [`RodFlow`][]: `s` does not decrease below `s_min` (`log(eps |c|)`, or
+    with `floor="rounding"` the log of the rounding error of `c` along `v`). Heavy ball
     starts at rest, without an oscillation: the rod starts at the floor along `-g(x_0)`. State
     [`MomentumRodState`][] `(c, u = dc/dt, s, v, nu)`, started at `c = (x_0 + x_1)/2`,
     `u = x_1 - x_0`. Small rods use the Hessian-vector product `D = H(c) v`. Default
@@ -68,6 +70,10 @@ class MomentumRodFlow(AbstractSecondOrderFlow, AbstractRodFlow):
     atol: float | None = 1e-9
     eps_floor: float | None = None
     rho_switch: float | None = None
+    floor: Literal["eps", "rounding"] = eqx.field(
+        static=True, default="eps",
+        metadata={"help": "noise floor: 'eps' (eps_floor |c|) or 'rounding' (GD's rounding error "
+                            "along the rod)"})
 
     def rod_terms(self, c, rho, v, args: FlowArgs):
         """`(A, D, G2)`: mean gradient of the rod's ends, the rod-averaged Hessian on `v` and the
@@ -83,7 +89,8 @@ class MomentumRodFlow(AbstractSecondOrderFlow, AbstractRodFlow):
 
     def init(self, x0, args: FlowArgs) -> MomentumRodState:
         c0, d, nu = self._start(x0, args)
-        return MomentumRodState(c0, d, self.log_floor(c0), unit_direction(d)[0], nu)
+        v0 = unit_direction(d)[0]
+        return MomentumRodState(c0, d, self.log_floor(c0, v0), v0, nu)
 
     def vector_field(self, t, y: MomentumRodState, args: FlowArgs) -> MomentumRodState:
         c, u, s, v, nu = y
@@ -94,7 +101,7 @@ class MomentumRodFlow(AbstractSecondOrderFlow, AbstractRodFlow):
         kappa = jnp.vdot(v, pdv)
         du = form.acceleration(a, c, u)
         a_eff = form.lr * (kappa if form.decay is None else kappa + form.decay)
-        ds = floored(alternating_rate(a_eff, form.beta), s, self.log_floor(c))
+        ds = floored(alternating_rate(a_eff, form.beta), s, self.log_floor(c, v))
         return MomentumRodState(u, du, ds, form.lr * (pdv - kappa * v), nu_drive(args, g2, nu))
 
     def _point(self, y, x):

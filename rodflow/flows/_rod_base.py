@@ -18,14 +18,35 @@ from .._lax import branch
 from ._base import AbstractFlow, FlowArgs
 
 
-def check_eps_floor(eps_floor) -> None:
+def check_floor(eps_floor, floor) -> None:
     if eps_floor is not None and not eps_floor >= 0:
         raise ValueError(f"`eps_floor` must be >= 0 (0 disables the floor), got {eps_floor}.")
+    if floor not in ("eps", "rounding"):
+        raise ValueError(f"`floor` must be 'eps' or 'rounding', got {floor!r}.")
+    if floor == "rounding" and eps_floor not in (None, 0):
+        raise ValueError(f"`eps_floor` ({eps_floor}) only sets the 'eps' floor; with floor='rounding' "
+                         "leave it None (or 0 to disable the floor).")
 
 
-def log_floor(c, eps_floor=None):
-    """The noise floor of a rod centred at `c`: `log(eps_floor |c|)`, with `eps_floor=None` the
-    machine epsilon of `c`'s dtype (`-inf` when `eps_floor = 0`)."""
+def rounding_noise(c, v):
+    """The standard deviation, along the unit vector `v`, of the error of rounding `c` to its
+    dtype: `sqrt(sum_i v_i^2 ulp(c_i)^2 / 12)` (round to nearest: an error uniform on
+    `+-ulp(c_i)/2` in each coordinate, `ulp` the spacing of floats at `|c_i|`)."""
+    ulp = jax.lax.stop_gradient(jnp.spacing(jnp.abs(c)))
+    return jnp.sqrt(jnp.vdot(v * v, ulp * ulp) / 12.0)
+
+
+def log_floor(c, v=None, eps_floor=None, floor="eps"):
+    """The noise floor of a rod centred at `c` along `v`, as `s_min = log rho_min`.
+
+    `floor="eps"`: `rho_min = eps_floor |c|`, with `eps_floor=None` the machine epsilon of `c`'s
+    dtype. `floor="rounding"`: `rho_min` is [`rounding_noise`][]`(c, v)`, the rounding error of
+    one stored iterate along the rod. `eps_floor = 0` disables either (`-inf`)."""
+    if floor == "rounding":
+        if eps_floor is not None:  # 0, the only other value check_floor lets through
+            return jnp.asarray(-jnp.inf, c.dtype)
+        tiny = jnp.finfo(c.dtype).tiny
+        return jnp.log(jnp.maximum(rounding_noise(c, v / jnp.linalg.norm(v)), tiny))
     eps = jnp.finfo(c.dtype).eps if eps_floor is None else eps_floor
     return jnp.log(eps * jnp.linalg.norm(c))
 
@@ -66,8 +87,11 @@ class AbstractRodFlow(AbstractFlow):
     its lanes disagree).
 
     **Noise floor.** Floating-point GD never oscillates less than its rounding noise, which
-    seeds the EoS instability. When `s <= log(eps_floor |c|)` and `ds/dt < 0`, `ds/dt` is set
-    to 0. `eps_floor=None` uses the machine epsilon of the run's dtype; `0` disables the floor.
+    seeds the EoS instability. When `s <= s_min` and `ds/dt < 0`, `ds/dt` is set to 0, with
+    `s_min = log(eps_floor |c|)` (`floor="eps"`, the default; `eps_floor=None` uses the machine
+    epsilon of the run's dtype) or `s_min = log(sigma)`, `sigma = sqrt(sum_i v_i^2 ulp(c_i)^2 / 12)`
+    the rounding error of one stored iterate along the rod (`floor="rounding"`,
+    [`rounding_noise`][]). `eps_floor=0` disables the floor.
 
     **Observables.** The predicted loss is the mean of the loss at the two ends (GD's loss
     averaged over an oscillation); the sharpness is the rod's curvature ([`curvature`][], no
@@ -78,13 +102,15 @@ class AbstractRodFlow(AbstractFlow):
 
     eps_floor: eqx.AbstractVar[float | None]
     rho_switch: eqx.AbstractVar[float | None]
+    floor: eqx.AbstractVar[str]
 
     def __check_init__(self):
-        check_eps_floor(self.eps_floor)
+        check_floor(self.eps_floor, self.floor)
 
-    def log_floor(self, c):
-        """`s_min = log(eps_floor |c|)` (`-inf` when the floor is disabled)."""
-        return log_floor(c, self.eps_floor)
+    def log_floor(self, c, v):
+        """`s_min`, the log of the noise floor of a rod centred at `c` along `v` ([`log_floor`][];
+        `-inf` when the floor is disabled)."""
+        return log_floor(c, v, self.eps_floor, self.floor)
 
     def rod_average(self, fn, c, rho, v):
         """`(mean of fn over the ends, rod-averaged derivative of fn along v)` (pytrees like
