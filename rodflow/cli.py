@@ -44,6 +44,8 @@ def _argument(hint, default, help_text: str) -> dict | None:
     if typing.get_origin(hint) not in (None, typing.Union, typing.Literal, types.UnionType):
         return None  # e.g. a callable
     args = set(typing.get_args(hint)) - {type(None)}
+    if len(args) == 1 and typing.get_origin(next(iter(args))) is typing.Literal:  # Literal[...] | None
+        return _argument(next(iter(args)), default, help_text)
     if hint is bool or args == {bool}:
         return dict(action=argparse.BooleanOptionalAction, help=help_text)
     if typing.get_origin(hint) is typing.Literal:

@@ -39,6 +39,12 @@ def test_compare_writes_table_metrics_and_figure(tmp_path):
          "unknown flow 'wobble'"),
         (["--problem", "mlp-digits", "--lr", "0.1", "--steps", "5", "--widht", "3"], "no option widht"),
         (["--problem", "eos-toy", "--lr", "abc", "--steps", "5"], "invalid float value"),
+        (["--problem", "eos-toy", "--lr", "0.4", "--steps", "5", "--flows", "rod", "--rod-order", "2",
+          "--rod-growth", "linear"], "it needs growth='map'"),
+        (["--problem", "eos-toy", "--lr", "0.4", "--steps", "5", "--rod-growth", "exact"],
+         "argument --rod-growth: invalid choice"),
+        (["--problem", "eos-toy", "--lr", "0.4", "--steps", "5", "--rod-floor", "rounding",
+          "--rod-eps-floor", "1e-6"], "only sets the 'eps' floor"),
     ],
 )
 def test_bad_input_exit_code_2_one_line(args, needle, capsys):

@@ -248,6 +248,50 @@ def test_rounding_floor_follows_the_dtype_of_gd():
     assert regrowth(p32, "eps") < regrowth(p64, "eps") - 4
 
 
+def test_map_growth_is_the_rod_maps_growth_where_the_rod_keeps_its_orientation():
+    from rodflow.flows._rod import map_growth
+
+    # quadratic, v an eigenvector: M = -eta lambda v, q = -eta lambda, one map step multiplies
+    # the rod by eta lambda - 1 (orientation kept when eta lambda > 1, flipped below)
+    zero = jnp.zeros(3)
+    for x in (1.05, 1.5, 2.0, 2.4, 4.0):
+        np.testing.assert_allclose(float(map_growth(jnp.asarray(-x), zero)), np.log(x - 1.0), rtol=1e-12)
+    for x in (-0.5, 0.0, 0.3, 0.6):  # smooth directions: the paper's rate, whose Euler step is the flip
+        assert float(map_growth(jnp.asarray(-x), zero)) == pytest.approx(x - 2.0, rel=1e-12)
+    # near the annihilation eta lambda = 1 from the flipping side, the exact decay is the faster
+    assert float(map_growth(jnp.asarray(-0.95), zero)) == pytest.approx(np.log(0.05), rel=1e-12)
+    # continuous where the two rates cross (eta lambda ~ 0.72): steps of 0.001 move it < 0.011
+    g = jax.vmap(lambda x: map_growth(-x, zero))(jnp.linspace(-1.0, 0.9, 1901))
+    assert float(jnp.max(jnp.abs(jnp.diff(g)))) < 0.011
+
+
+def test_map_growth_carries_gds_decay_through_the_annihilation():
+    # eos-toy: GD's sharpness exp(x) rises through eta lambda = 1, where one step of GD nearly
+    # annihilates y, to the threshold near step 21. GD's oscillation along y when it crosses
+    # (|y_{k+1} - y_k| / 2 at step 22) sets when the first catapult comes; the map-growth rods
+    # carry it to within a few times GD's, the paper's linear growth leaves it about 100x too large.
+    problem = rodflow.problems.get("eos-toy")
+    lr, k = 0.4, 22
+    x = problem.x0
+    xs = [x]
+    for _ in range(k + 1):
+        x = x - lr * jax.grad(problem.loss_flat)(x)
+        xs.append(x)
+    gd = abs(float(xs[k + 1][1] - xs[k][1])) / 2
+    flows = {"linear": RodFlow(), "map": RodFlow(growth="map"), "order2": RodFlow(order=2)}
+    r = rodflow.compare(problem, lr=lr, steps=30, flows=flows, figure=False)
+    rho = {f: float(np.asarray(r.series[f]["rho"])[np.asarray(r.series[f]["step"]) == k][0]) for f in flows}
+    assert rho["linear"] > 30 * gd
+    for f in ("map", "order2"):
+        assert gd / 4 < rho[f] < 4 * gd, (f, rho[f], gd)
+
+
+@pytest.mark.parametrize("kw", [dict(growth="exact"), dict(order=2, growth="linear")])
+def test_growth_options_are_checked(kw):
+    with pytest.raises((ValueError, TypeError), match="growth"):
+        RodFlow(**kw)
+
+
 def test_vector_field_jit_matches_no_jit():
     p = _mlp_problem()
     args = FlowArgs(p, jnp.asarray(0.3))

@@ -73,12 +73,25 @@ class RodFlow(AbstractRodFlow):
     mean of the ends' `nu` updates (`nu_at="ends"`, which keeps the oscillation's `g^2`) or the
     update at the centre (`nu_at="centre"`, one more gradient). Any map: `requires = ()`.
 
+    **Growth (`growth`).** One exact step of the rod map sends `r = rho v` to `-(v + M) rho`: it
+    multiplies the rod's length by `|v + M|` (`|eta kappa - 1|` on a quadratic, along an
+    eigenvector), and `ds/dt = -2 - q` (`growth="linear"`, the paper's, default for `order=1`) is
+    its logarithm linearised at `q = -2`. Far from the threshold the two differ: at `eta kappa = 4`
+    the rod grows by `log 3 = 1.10` per step, not 2; at `eta kappa = 1` one step annihilates it,
+    where the linear rate gives -1. `growth="map"` uses [`map_growth`][]
+    `G = min(log|v + M|, -2 - q)`: the exact growth wherever the map keeps the rod's orientation
+    (`1 + q < 0`), the linear rate on directions the map flips every step (the smooth half-step,
+    which the centre carries; no flow can flip), continuous in between. It costs nothing more. A
+    progressively sharpening run passes `eta lambda = 1` on its way to the threshold; GD's
+    oscillation along the top eigenvector nearly vanishes there and the rod regrows from that
+    level, so the linear rate, which does not see the dip, starts the first catapult early (on
+    `eos-toy` the rod's length at the threshold is 100 times GD's; `tests/test_rod.py`).
+
     **Second order (`order=2`).** The equations above are the first-order truncation of the rod
-    map. One exact step multiplies the rod's length by `|v + M|` (`|eta kappa - 1|` on a
-    quadratic, along the top eigenvector), and `ds/dt = -2 - q` is its logarithm linearised at
-    `q = -2`; and the time-1 map of any flow `dy/dt = f(y)` is `y + f + (1/2) f'f + O(f^3)`, whose
-    middle term one map step does not have. With `g = (A, G, dnu)` the exact one-step increments of
-    the centre, of `s` (`G = log|v + M|`) and of `nu`, the flow
+    map: the growth is linearised, and the time-1 map of any flow `dy/dt = f(y)` is
+    `y + f + (1/2) f'f + O(f^3)`, whose middle term one map step does not have. With
+    `g = (A, G, dnu)` the one-step increments of the centre, of `s` (the map growth `G` above) and
+    of `nu`, the flow
 
     $$\frac{d(c, s, \nu)}{dt} = g - \tfrac12\, g'f = 2\, g(y) - g\big(y + \tfrac12 f(y)\big) + O(g^3),
     \qquad \frac{dv}{dt} = -(M - q\, v),$$
@@ -99,10 +112,13 @@ class RodFlow(AbstractRodFlow):
     near the identity, and the corrected rate `-x - x^2/2` (`x = eta lambda`) is about -4 per
     step, twice the first-order damping). The order statement, like the direction's, holds
     where the map is near the identity; the tests check it there (centre orthogonal to the
-    critical directions). Measured on `mlp-digits` (docs, benchmarks: "Rod order and catapult
-    timing"): with the flows started after the catapult from initialisation it tracks GD's centre and loss
-    spikes better than `order=1`, from step 0 it does not, and it costs about 9 times the
-    gradient evaluations; the default stays `order=1`.
+    critical directions). Measured side by side (docs, benchmarks: "Rod order, growth and
+    catapult timing"): on `eos-toy` the paper's rod puts GD's loss spikes 21-24 steps early,
+    `growth="map"` within 3 steps and `order=2` within 1; on `mlp-digits` (float64, flows started
+    after the catapult from initialisation) `d` 0.0056, 0.0045 and 0.0021 and loss error 0.046,
+    0.040 and 0.030 (gradient flow 0.035); from step 0 none of them helps. `order=2` costs about 9
+    times the gradient evaluations, and on the symmetric `quartic` its adaptive solve stops at the
+    step cap. The defaults stay the paper's (`order=1`, `growth="linear"`).
 
     **Integration.** Default: explicit Euler with `dt = 0.5` (4 gradient evaluations per GD
     step), measured as accurate as Tsit5 on `mlp-digits` (docs, benchmarks: "Flagship run";
@@ -128,6 +144,10 @@ class RodFlow(AbstractRodFlow):
         static=True, default="eps",
         metadata={"help": "noise floor: 'eps' (eps_floor |c|) or 'rounding' (GD's rounding error "
                             "along the rod)"})
+    growth: Literal["linear", "map"] | None = eqx.field(
+        static=True, default=None,
+        metadata={"help": "rod growth: 'linear' (-2 - q, the paper's; default for order 1) or 'map' "
+                          "(min(log|v + M|, -2 - q); order 2 uses it)"})
 
     def __post_init__(self):
         # the solver by order when none is given: Euler dt 0.5 (the paper's flow); Tsit5 at
@@ -141,10 +161,17 @@ class RodFlow(AbstractRodFlow):
                 self.atol = 1e-9 if self.atol is None else self.atol
         if self.dt is None:
             self.dt = 0.5
+        if self.growth is None:
+            self.growth = "linear" if self.order == 1 else "map"
 
     def __check_init__(self):
         if self.order not in (1, 2):
             raise ValueError(f"`order` must be 1 (the paper's Rod Flow) or 2, got {self.order!r}.")
+        if self.growth not in ("linear", "map"):
+            raise ValueError(f"`growth` must be 'linear' or 'map', got {self.growth!r}.")
+        if self.order == 2 and self.growth != "map":
+            raise ValueError("`order=2` corrects the rod map's own growth: it needs growth='map' (the "
+                             "default for order 2), not 'linear'.")
         if self.nu_at not in ("ends", "centre"):
             raise ValueError(f"`nu_at` must be 'ends' or 'centre', got {self.nu_at!r}.")
         if self.variant not in ("exact", "taylor"):
@@ -196,14 +223,13 @@ class RodFlow(AbstractRodFlow):
     def vector_field(self, t, y: RodState, args: FlowArgs) -> RodState:
         c, s, _, nu = y
         v, a, q, m_perp, dnu = self.terms(t, y, args)
+        grow = -2.0 - q if self.growth == "linear" else map_growth(q, m_perp)
         if self.order == 1:
-            ds = floored(-2.0 - q, s, self.log_floor(c, v))
-            return RodState(a, ds, -m_perp, None if nu is None else dnu)
+            return RodState(a, floored(grow, s, self.log_floor(c, v)), -m_perp, None if nu is None else dnu)
         # order 2: f = g - (1/2) g'f on (c, s, nu), with g'f = 2 (g(y + f/2) - g(y)) + O(g^3)
-        grow = _log_growth(q, m_perp)
         half = RodState(c + 0.5 * a, s + 0.5 * grow, v - 0.5 * m_perp, None if nu is None else nu + 0.5 * dnu)
         _, a_h, q_h, m_perp_h, dnu_h = self.terms(t + 0.5, half, args)
-        ds = 2.0 * grow - _log_growth(q_h, m_perp_h)
+        ds = 2.0 * grow - map_growth(q_h, m_perp_h)
         return RodState(2.0 * a - a_h, floored(ds, s, self.log_floor(c, v)), -m_perp,
                         None if nu is None else 2.0 * dnu - dnu_h)
 
@@ -228,9 +254,24 @@ class RodFlow(AbstractRodFlow):
         return {"grads": 2 * self.order, "hvps": 0}  # (an HVP instead, while the rod is below rho_switch)
 
 
+def map_growth(q, m_perp):
+    """The rod map's growth of `log rho` per step, as a flow can follow it:
+    `min(log|v + M|, -2 - q)`.
+
+    One step of the rod map sends `r = rho v` to `-(v + M) rho` (to first order in `rho`), so it
+    multiplies the length by `|v + M|` (`|v + M|^2 = (1 + q)^2 + |m_perp|^2`; on a quadratic along
+    an eigenvector, `|1 - eta lambda|`). Where `1 + q < 0` (`eta kappa > 1` for GD) the rod keeps
+    its orientation and `log|v + M|` is its exact growth; at `1 + q = 0` one step annihilates it.
+    Where `1 + q > 0` the map flips the rod every step: that part is the smooth half-step, not an
+    oscillation, and the centre carries it; no flow can flip, and the paper's rate `-2 - q` (whose
+    Euler step of size 1 is the flip) discards it. `log x <= x - 1` makes the minimum the exact
+    growth wherever the rod keeps its orientation (and near the annihilation on the other side,
+    from `eta kappa` about 0.72) and `-2 - q` for smooth directions; it is continuous."""
+    return jnp.minimum(_log_growth(q, m_perp), -2.0 - q)
+
+
 def _log_growth(q, m_perp):
-    """`log|v + M|`: the exact growth of `log rho` over one step of the rod map
-    (`|v + M|^2 = (1 + q)^2 + |m_perp|^2`)."""
+    """`log|v + M|` (`|v + M|^2 = (1 + q)^2 + |m_perp|^2`)."""
     tiny = jnp.finfo(m_perp.dtype).tiny
     return 0.5 * jnp.log(jnp.maximum((1.0 + q) ** 2 + jnp.vdot(m_perp, m_perp), tiny))
 
