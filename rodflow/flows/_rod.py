@@ -53,12 +53,14 @@ class RodFlow(AbstractRodFlow):
     `floor="eps"` (default): `s_min = log(eps_floor |c|)`, `eps_floor=None` the machine epsilon
     of the run's dtype. `floor="rounding"`: `s_min = log sigma(c, v)`,
     `sigma = sqrt(sum_i v_i^2 ulp(c_i)^2 / 12)`, the error of rounding one iterate to nearest,
-    along the rod ([`rounding_noise`][]): about `0.2 eps |c| / sqrt(n)` for a rod spread over `n`
-    coordinates of similar size. GD's measured oscillation between spikes lies between the two
-    (on `mlp-teacher`, float32: 0.023 `eps |c|`, 8.9 `sigma`; `benchmarks/noise_floor.py`), and
-    the rounding floor puts the float32 rod's catapults closer to GD's; in float64 the floor
-    rarely engages. `eps_floor=0` disables either (and `r = 0` is then an invariant set: the
-    flow never enters EoS).
+    along the rod ([`rounding_noise`][rodflow.flows._rod_base.rounding_noise]): about
+    `0.2 eps |c| / sqrt(n)` for a rod spread over `n` coordinates of similar size. GD's measured
+    oscillation between spikes lies between the two (on `mlp-teacher`, float32: 0.023 `eps |c|`,
+    8.9 `sigma`; `benchmarks/noise_floor.py`). The rounding floor puts the float32 rod's catapults
+    closer to GD's, and with `growth="map"` it lets the rod follow GD's near-annihilation down to
+    where GD's own noise holds it (on `eos-toy` the float32 rod then matches the float64 one); in
+    float64 the floor rarely engages. `eps_floor=0` disables either (and `r = 0` is then an
+    invariant set: the flow never enters EoS).
 
     **Variants.** `variant="exact"` (default) uses the endpoint differences above.
     `variant="taylor"` is the rod-curvature expansion for small rods:
@@ -78,7 +80,7 @@ class RodFlow(AbstractRodFlow):
     eigenvector), and `ds/dt = -2 - q` (`growth="linear"`, the paper's, default for `order=1`) is
     its logarithm linearised at `q = -2`. Far from the threshold the two differ: at `eta kappa = 4`
     the rod grows by `log 3 = 1.10` per step, not 2; at `eta kappa = 1` one step annihilates it,
-    where the linear rate gives -1. `growth="map"` uses [`map_growth`][]
+    where the linear rate gives -1. `growth="map"` uses [`map_growth`][rodflow.flows._rod.map_growth]
     `G = min(log|v + M|, -2 - q)`: the exact growth wherever the map keeps the rod's orientation
     (`1 + q < 0`), the linear rate on directions the map flips every step (the smooth half-step,
     which the centre carries; no flow can flip), continuous in between. It costs nothing more. A

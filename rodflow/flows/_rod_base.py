@@ -40,8 +40,9 @@ def log_floor(c, v=None, eps_floor=None, floor="eps"):
     """The noise floor of a rod centred at `c` along `v`, as `s_min = log rho_min`.
 
     `floor="eps"`: `rho_min = eps_floor |c|`, with `eps_floor=None` the machine epsilon of `c`'s
-    dtype. `floor="rounding"`: `rho_min` is [`rounding_noise`][]`(c, v)`, the rounding error of
-    one stored iterate along the rod. `eps_floor = 0` disables either (`-inf`)."""
+    dtype. `floor="rounding"`: `rho_min` is
+    [`rounding_noise`][rodflow.flows._rod_base.rounding_noise]`(c, v)`, the rounding error of one
+    stored iterate along the rod. `eps_floor = 0` disables either (`-inf`)."""
     if floor == "rounding":
         if eps_floor is not None:  # 0, the only other value check_floor lets through
             return jnp.asarray(-jnp.inf, c.dtype)
@@ -91,7 +92,7 @@ class AbstractRodFlow(AbstractFlow):
     `s_min = log(eps_floor |c|)` (`floor="eps"`, the default; `eps_floor=None` uses the machine
     epsilon of the run's dtype) or `s_min = log(sigma)`, `sigma = sqrt(sum_i v_i^2 ulp(c_i)^2 / 12)`
     the rounding error of one stored iterate along the rod (`floor="rounding"`,
-    [`rounding_noise`][]). `eps_floor=0` disables the floor.
+    [`rounding_noise`][rodflow.flows._rod_base.rounding_noise]). `eps_floor=0` disables the floor.
 
     **Observables.** The predicted loss is the mean of the loss at the two ends (GD's loss
     averaged over an oscillation); the sharpness is the rod's curvature ([`curvature`][], no
@@ -108,7 +109,7 @@ class AbstractRodFlow(AbstractFlow):
         check_floor(self.eps_floor, self.floor)
 
     def log_floor(self, c, v):
-        """`s_min`, the log of the noise floor of a rod centred at `c` along `v` ([`log_floor`][];
+        """`s_min`, the log of the noise floor of a rod centred at `c` along `v` (`log_floor`;
         `-inf` when the floor is disabled)."""
         return log_floor(c, v, self.eps_floor, self.floor)
 
