@@ -11,8 +11,9 @@ have its markers in every file given. Where the tables live: `flagship` in READM
 `eos_tracking` in docs/benchmarks/networks.md, `flows_cost_accuracy` in
 docs/benchmarks/central-flow.md, `optimizers_acceptance` and `optimizers_runs` in
 docs/benchmarks/optimizers.md, `optimizers_central` in README.md and
-docs/benchmarks/optimizers.md, `rod_timing` in docs/benchmarks/rod-order.md, `scale` in README.md
-and docs/guides/scaling.md, `cost`, `cost_gpu` and `sharpness_estimators` in docs/benchmarks/cost.md.
+docs/benchmarks/optimizers.md, `rod_timing` and `noise_floor` in docs/benchmarks/rod-order.md,
+`scale` in README.md and docs/guides/scaling.md, `cost`, `cost_gpu` and `sharpness_estimators` in
+docs/benchmarks/cost.md.
 
 Each cell is `mean +- std` over the initialisation seeds at which GD reached EoS within the run
 (sample standard deviation; one value without `+-` when only one seed did).
@@ -99,7 +100,7 @@ def _g(v, digits=3):
 
 def rod_timing() -> str:
     d = json.loads((RESULTS / "rod_timing.json").read_text())
-    flows = ("stable", "central", "rod", "rod_order2")
+    flows = ("stable", "central", "rod", "rod_map", "rod_order2")
     rows = ["| run (start) | flows start | GD's first peaks | flow | d (EoS) | loss err (EoS) | "
             "smoothed loss err | catapult lag | first peaks, flow - GD | grad evals |", "|" + "---|" * 10]
     for key, e in d["runs"].items():
@@ -108,9 +109,35 @@ def rod_timing() -> str:
             m = e["flows"][f]
             head = (f"| {name} | {e['start_step']} | {', '.join(map(str, e['discrete_peaks'][:4]))} "
                     if i == 0 else "| | | ")
-            rows.append(head + f"| {f} | {_g(m['rel_dist_mean_eos'])} | {_g(m['loss_err_eos'])} | "
+            stop = m.get("solver_stopped_at")
+            label = f if stop is None else f"{f} (solver stopped at step {stop})"
+            rows.append(head + f"| {label} | {_g(m['rel_dist_mean_eos'])} | {_g(m['loss_err_eos'])} | "
                         f"{_g(m['loss_err_smooth_eos'])} | {_g(m['catapult_lag_steps'])} | "
                         f"{', '.join(map(str, m['peak_offsets'])) or '-'} | {_g(m['grad_evals'])} |")
+    return "\n".join(rows)
+
+
+def noise_floor() -> str:
+    d = json.loads((RESULTS / "noise_floor.json").read_text())
+    rows = ["| run (params) | GD's oscillation / eps\\|c\\| (quiet, median) | GD's oscillation / sigma "
+            "(quiet, median) | GD's first peaks | flow | floor | d (EoS) | loss err (EoS) | catapult lag | "
+            "first peaks, flow - GD |", "|" + "---|" * 10]
+    flows = (("stable", "gradient flow", "-"), ("central", "Central Flow", "-"),
+             ("rod", "rod, order 1", "eps"), ("rod_rounding", "rod, order 1", "rounding"),
+             ("rod_map", "rod, order 1, map growth", "eps"),
+             ("rod_map_rounding", "rod, order 1, map growth", "rounding"),
+             ("rod_order2", "rod, order 2", "eps"), ("rod_order2_rounding", "rod, order 2", "rounding"))
+    for key, e in d["runs"].items():
+        n = e["gd_noise"]
+        med = {k: (n[k] or {}).get("0.5") for k in ("osc_over_eps_c", "osc_over_sigma")}
+        for i, (f, label, floor) in enumerate(x for x in flows if x[0] in e["flows"]):
+            m = e["flows"][f]
+            head = (f"| {key.replace('/lr=', ', lr ')} ({e['n_params']}) | {_g(med['osc_over_eps_c'], 2)} | "
+                    f"{_g(med['osc_over_sigma'], 2)} | {', '.join(map(str, e['discrete_peaks'][:4]))} "
+                    if i == 0 else "| | | | ")
+            rows.append(head + f"| {label} | {floor} | {_g(m['rel_dist_mean_eos'])} | "
+                        f"{_g(m['loss_err_eos'])} | {_g(m['catapult_lag_steps'])} | "
+                        f"{', '.join(map(str, m['peak_offsets'])) or '-'} |")
     return "\n".join(rows)
 
 
@@ -226,9 +253,9 @@ def scale() -> str:
     return "\n".join(rows)
 
 
-TABLES = ("flagship", "eos_tracking", "flows_cost_accuracy", "rod_timing", "optimizers_acceptance",
-          "optimizers_runs", "optimizers_central", "cost", "cost_gpu", "sharpness_estimators", "schedule",
-          "scale")
+TABLES = ("flagship", "eos_tracking", "flows_cost_accuracy", "rod_timing", "noise_floor",
+          "optimizers_acceptance", "optimizers_runs", "optimizers_central", "cost", "cost_gpu",
+          "sharpness_estimators", "schedule", "scale")
 
 
 def _markers(name: str) -> tuple[str, str]:

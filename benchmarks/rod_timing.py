@@ -5,7 +5,8 @@
 
 One `rodflow.compare` run per start rule (`start_step` 0, and `"auto"`: after a catapult from
 initialisation), every flow on the same run: gradient flow, Rod Flow (`order=1`, the paper's,
-Euler dt 0.5), Rod Flow `order=2` (Tsit5, rtol 1e-6) and, with `--central`, Central Flow.
+Euler dt 0.5), Rod Flow `order=1` with the rod map's growth (`growth="map"`, Euler dt 0.5), Rod
+Flow `order=2` (Tsit5, rtol 1e-6) and, with `--central`, Central Flow.
 Reported per flow: `rel_dist_mean_eos`, the loss metrics of `_metrics.py` (`loss_err_eos`,
 `loss_err_smooth_eos`, `catapult_lag_steps`), and the loss peaks: local maxima of the loss (GD:
 its pair mean `(L(x_k) + L(x_{k+1}))/2`; a flow: its predicted loss) after a centred 5-step mean,
@@ -41,6 +42,37 @@ def _peaks(step, loss, onset, prominence):
     return [int(step[i]) for i in idx if step[i] >= onset]
 
 
+def timing(r, flows):
+    """`{"flows": {name: metrics, peaks, peak_offsets}, "discrete_peaks": [...]}` of a
+    `rodflow.compare` result: each flow's tracking and loss metrics, its loss peaks and the
+    offsets of its first four from GD's (peaks after the EoS onset, prominence 10% of GD's loss
+    standard deviation over EoS; none when GD never reaches EoS)."""
+    import numpy as np
+
+    m = r.metrics
+    onset = m["eos_onset_step"]  # None: GD never reached EoS, and no peak is a catapult
+    gd = r.series["discrete"]
+    gd_loss = 0.5 * (gd["loss"] + gd["loss_next"])
+    if onset is not None:
+        prominence = 0.1 * float(np.nanstd(gd_loss[gd["step"] >= onset]))
+
+    def peaks_of(step, loss):
+        return [] if onset is None else _peaks(step, loss, onset, prominence)
+
+    discrete = peaks_of(gd["step"], gd_loss)
+    out = {"flows": {}, "discrete_peaks": discrete}
+    for f in flows:
+        fm = m["flows"][f]
+        peaks = peaks_of(r.series[f]["step"], r.series[f]["loss"])
+        out["flows"][f] = {k: fm.get(k) for k in (
+            "rel_dist_mean_eos", "rel_dist_max_eos", "loss_err_eos", "loss_err_smooth_eos",
+            "catapult_lag_steps", "catapult_corr", "catapult_amplitude", "sharpness_mean_eos",
+            "wall_s", "grad_evals", "diverged_at", "solver_stopped_at", "solver_result")}
+        out["flows"][f]["peaks"] = peaks
+        out["flows"][f]["peak_offsets"] = [p - g for p, g in zip(peaks[:4], discrete[:4])]
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--problem", default="mlp-digits")
@@ -54,14 +86,13 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.x64:
         jax.config.update("jax_enable_x64", True)
-    import numpy as np
-
     import rodflow
     from rodflow._io import write_json
 
     results = json.loads(args.out.read_text()) if args.out.exists() and not args.fresh else {"runs": {}}
     problem = rodflow.problems.get(args.problem)
-    flows = {"stable": rodflow.StableFlow(), "rod": rodflow.RodFlow(), "rod_order2": rodflow.RodFlow(order=2)}
+    flows = {"stable": rodflow.StableFlow(), "rod": rodflow.RodFlow(),
+             "rod_map": rodflow.RodFlow(growth="map"), "rod_order2": rodflow.RodFlow(order=2)}
     if args.central:
         flows["central"] = rodflow.CentralFlow()
     for start in args.starts.split(","):
@@ -74,28 +105,14 @@ def main(argv=None):
         r = rodflow.compare(problem, lr=args.lr, steps=args.steps, flows=flows, sharpness_every=10,
                             start_step=start, figure=False)
         m = r.metrics
-        onset = m["eos_onset_step"] or 0
-        gd = r.series["discrete"]
-        gd_loss = 0.5 * (gd["loss"] + gd["loss_next"])
-        eos = gd["step"] >= onset
-        prominence = 0.1 * float(np.nanstd(gd_loss[eos]))
-        peaks = {"discrete": _peaks(gd["step"], gd_loss, onset, prominence)}
         entry = {"command": "python " + " ".join(sys.argv), "problem": args.problem, "lr": args.lr,
                  "steps": args.steps, "dtype": m["dtype"], "start_step": m["start_step"],
                  "start_step_auto": m.get("start_step_auto"), "eos_onset_step": m["eos_onset_step"],
                  "eos_onset_rule": m["eos_onset_rule"], "sharpness_initial": m["sharpness_initial"],
-                 "threshold": m["threshold"], "total_s": time.perf_counter() - t0, "flows": {}}
-        for f in flows:
-            fm = m["flows"][f]
-            peaks[f] = _peaks(r.series[f]["step"], r.series[f]["loss"], onset, prominence)
-            offsets = [p - g for p, g in zip(peaks[f][:4], peaks["discrete"][:4])]
-            entry["flows"][f] = {k: fm.get(k) for k in (
-                "rel_dist_mean_eos", "rel_dist_max_eos", "loss_err_eos", "loss_err_smooth_eos",
-                "catapult_lag_steps", "catapult_corr", "catapult_amplitude", "sharpness_mean_eos",
-                "wall_s", "grad_evals", "diverged_at")}
-            entry["flows"][f]["peaks"] = peaks[f]
-            entry["flows"][f]["peak_offsets"] = offsets
-        entry["discrete_peaks"] = peaks["discrete"]
+                 "threshold": m["threshold"], "total_s": time.perf_counter() - t0}
+        entry.update(timing(r, flows))
+        peaks = {f: entry["flows"][f]["peaks"] for f in flows}
+        peaks["discrete"] = entry["discrete_peaks"]
         results["runs"][key] = entry
         args.out.parent.mkdir(parents=True, exist_ok=True)
         write_json(args.out, results)
