@@ -163,13 +163,13 @@ class RodFlow(AbstractRodFlow):
                 self.atol = 1e-9 if self.atol is None else self.atol
         if self.dt is None:
             self.dt = 0.5
-        if self.growth is None:
-            self.growth = "linear" if self.order == 1 else "map"
+        if self.growth is None and self.order == 2:  # None at order 1 is the paper's 'linear' (and
+            self.growth = "map"  # keeps the default rod's repr, which checkpoints record, unchanged)
 
     def __check_init__(self):
         if self.order not in (1, 2):
             raise ValueError(f"`order` must be 1 (the paper's Rod Flow) or 2, got {self.order!r}.")
-        if self.growth not in ("linear", "map"):
+        if self.growth not in (None, "linear", "map"):
             raise ValueError(f"`growth` must be 'linear' or 'map', got {self.growth!r}.")
         if self.order == 2 and self.growth != "map":
             raise ValueError("`order=2` corrects the rod map's own growth: it needs growth='map' (the "
@@ -225,7 +225,7 @@ class RodFlow(AbstractRodFlow):
     def vector_field(self, t, y: RodState, args: FlowArgs) -> RodState:
         c, s, _, nu = y
         v, a, q, m_perp, dnu = self.terms(t, y, args)
-        grow = -2.0 - q if self.growth == "linear" else map_growth(q, m_perp)
+        grow = map_growth(q, m_perp) if self.growth == "map" else -2.0 - q
         if self.order == 1:
             return RodState(a, floored(grow, s, self.log_floor(c, v)), -m_perp, None if nu is None else dnu)
         # order 2: f = g - (1/2) g'f on (c, s, nu), with g'f = 2 (g(y + f/2) - g(y)) + O(g^3)
