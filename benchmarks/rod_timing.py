@@ -111,14 +111,12 @@ def main(argv=None):
                  "eos_onset_rule": m["eos_onset_rule"], "sharpness_initial": m["sharpness_initial"],
                  "threshold": m["threshold"], "total_s": time.perf_counter() - t0}
         entry.update(timing(r, flows))
-        peaks = {f: entry["flows"][f]["peaks"] for f in flows}
-        peaks["discrete"] = entry["discrete_peaks"]
         results["runs"][key] = entry
         args.out.parent.mkdir(parents=True, exist_ok=True)
         write_json(args.out, results)
-        print(f"== {key} ({entry['total_s']:.0f} s)\n{r.table()}\nGD peaks {peaks['discrete'][:8]}")
-        for f in flows:
-            print(f"  {f:<11} peaks {peaks[f][:8]}  offsets {entry['flows'][f]['peak_offsets']}")
+        print(f"== {key} ({entry['total_s']:.0f} s)\n{r.table()}\nGD peaks {entry['discrete_peaks'][:8]}")
+        for f, e in entry["flows"].items():
+            print(f"  {f:<11} peaks {e['peaks'][:8]}  offsets {e['peak_offsets']}")
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ def rounding_noise(c, v):
     return jnp.sqrt(jnp.vdot(v * v, ulp * ulp) / 12.0)
 
 
-def log_floor(c, v=None, eps_floor=None, floor="eps"):
+def log_floor(c, v, eps_floor=None, floor="eps"):
     """The noise floor of a rod centred at `c` along `v`, as `s_min = log rho_min`.
 
     `floor="eps"`: `rho_min = eps_floor |c|`, with `eps_floor=None` the machine epsilon of `c`'s
