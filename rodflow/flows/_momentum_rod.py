@@ -10,7 +10,7 @@ from jaxtyping import Array, Float
 
 from ._base import FlowArgs
 from ._momentum import AbstractSecondOrderFlow, SecondOrder, alternating_rate, nu_drive
-from ._rod_base import AbstractRodFlow, floored, unit_direction
+from ._rod_base import AbstractRodFlow, floor_field, floored, unit_direction
 
 
 class MomentumRodState(NamedTuple):
@@ -70,10 +70,7 @@ class MomentumRodFlow(AbstractSecondOrderFlow, AbstractRodFlow):
     atol: float | None = 1e-9
     eps_floor: float | None = None
     rho_switch: float | None = None
-    floor: Literal["eps", "rounding"] = eqx.field(
-        static=True, default="eps",
-        metadata={"help": "noise floor: 'eps' (eps_floor |c|) or 'rounding' (GD's rounding error "
-                            "along the rod)"})
+    floor: Literal["eps", "rounding"] = floor_field()
 
     def rod_terms(self, c, rho, v, args: FlowArgs):
         """`(A, D, G2)`: mean gradient of the rod's ends, the rod-averaged Hessian on `v` and the

@@ -11,7 +11,7 @@ from jaxtyping import Array, Float
 from .._derivatives import directional_second
 from .._maps import smooth_join
 from ._base import FlowArgs
-from ._rod_base import AbstractRodFlow, floored, unit_direction
+from ._rod_base import AbstractRodFlow, floor_field, floored, unit_direction
 
 
 class RodState(NamedTuple):
@@ -142,10 +142,7 @@ class RodFlow(AbstractRodFlow):
     smooth_nu: bool = eqx.field(static=True, default=False)
     nu_at: Literal["ends", "centre"] = eqx.field(static=True, default="ends")
     order: Literal[1, 2] = eqx.field(static=True, default=1)
-    floor: Literal["eps", "rounding"] = eqx.field(
-        static=True, default="eps",
-        metadata={"help": "noise floor: 'eps' (eps_floor |c|) or 'rounding' (GD's rounding error "
-                            "along the rod)"})
+    floor: Literal["eps", "rounding"] = floor_field()
     growth: Literal["linear", "map"] | None = eqx.field(
         static=True, default=None,
         metadata={"help": "rod growth: 'linear' (-2 - q, the paper's; default for order 1) or 'map' "

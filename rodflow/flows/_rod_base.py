@@ -28,6 +28,13 @@ def check_floor(eps_floor, floor) -> None:
                          "leave it None (or 0 to disable the floor).")
 
 
+def floor_field():
+    """The `floor` field of a concrete rod (one declaration of its type, default and help)."""
+    return eqx.field(static=True, default="eps",
+                     metadata={"help": "noise floor: 'eps' (eps_floor |c|) or 'rounding' (GD's "
+                                       "rounding error along the rod)"})
+
+
 def rounding_noise(c, v):
     """The standard deviation, along the unit vector `v`, of the error of rounding `c` to its
     dtype: `sqrt(sum_i v_i^2 ulp(c_i)^2 / 12)` (round to nearest: an error uniform on
