@@ -12,24 +12,21 @@
 # whole call fits in one 10-minute device call with its start. The limits come from the first
 # lent GPU (2026-11-30, an H200, benchmarks/results/gpu_check_2026-11-30.log): there,
 # `cost.py` on mlp-digits took 84 s (float64) and 101 s (float32) end to end, XLA compiled each
-# flow in 8-16 s (twice this 2-core CPU's time) and one 1000-step compare took 46 s end to end;
-# limits sized from CPU compile times ran out. The mlp-digits rows of cost.json were measured
-# then (benchmarks/results/cost_gpu.json), so what is still missing comes first:
-#  1. cnn-digits float32: benchmarks/cost.py (GD step, Rod Flow, the discrete run's sharpness
-#     tracking, compile times, accuracy beside each) into $OUT/cost_gpu.json;
-#  2. the sweep check: one compare run against a 64-lr sweep on mlp-digits (per-lane overhead),
-#     into $OUT/sweep_throughput_gpu.json;
-#  3. a gradient, an HVP and a LOBPCG solve alone and vmapped over 64 parameter vectors (what
-#     batching alone gains on this device), added to the same file;
-#  4. Rod Flow and the discrete run on mlp-digits float32 with XLA's command buffers taking the
-#     `while` loops and `conditional`s too (CUDA graphs with conditional nodes: the predicates
-#     stay on the device), into $OUT/cost_cmdbuf_gpu.json, beside step 7's default run: on the
-#     first GPU both were launch-bound (a GD step 35 us, the rod 13x it);
-#  5. on a machine with several GPUs: a data-parallel compare (mlp-digits, 512 examples split over
+# flow in 8-16 s (twice this 2-core CPU's time) and one 1000-step compare took 46 s end to end.
+# The second lease (same day, gpu_check_2026-11-30-b.log) measured cnn-digits (148 s for float32),
+# the 64-lr sweep (174 s), the batching check (46 s) and the command buffers (86 s); Central Flow
+# over 100 steps did not finish in 150 s. What is still missing comes first:
+#  1. Central Flow over its first CENTRAL_STEPS (30) steps on mlp-digits float32, against a GD
+#     step in the same process, into $OUT/cost_central_gpu.json;
+#  2. mlp-digits float32 with the default XLA flags, then
+#  3. the same with XLA's command buffers taking the `while` loops and `conditional`s too (CUDA
+#     graphs with conditional nodes: the predicates stay on the device), so that the two rows
+#     come from one machine (the lease that measured the second found the GD step 4x slower
+#     with them), into $OUT/cost_gpu.json and $OUT/cost_cmdbuf_gpu.json;
+#  4. on a machine with several GPUs: a data-parallel compare (mlp-digits, 512 examples split over
 #     every GPU, float64) against the one-GPU run, metric by metric, into $OUT/data_parallel_gpu.json;
-#  6. Central Flow over its first 100 steps on mlp-digits float32, against a GD step in the same
-#     process, into $OUT/cost_central_gpu.json;
-#  7. mlp-digits float32 and float64 again, then cnn-digits float64, into $OUT/cost_gpu.json.
+#  5. the sweep check again (one compare run against a 64-lr sweep on mlp-digits), into
+#     $OUT/sweep_throughput_gpu.json.
 # A step that fails or runs out of time is reported and the script goes on to the next one (exit
 # status 1 at the end if any failed). Every step writes its file as soon as it ends.
 set -uo pipefail
@@ -37,7 +34,7 @@ OUT=${OUT:-benchmarks/results}
 mkdir -p "$OUT"
 export PYTHONPATH=$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1
 PY=${PY:-python3}
-STEPS=${STEPS:-1000} LRS=${LRS:-64} CENTRAL_STEPS=${CENTRAL_STEPS:-100} ALLOW_CPU=${ALLOW_CPU:-0}
+STEPS=${STEPS:-1000} LRS=${LRS:-64} CENTRAL_STEPS=${CENTRAL_STEPS:-30} ALLOW_CPU=${ALLOW_CPU:-0}
 BUDGET=${BUDGET:-570}
 status=0
 step() {  # step SECONDS command...
@@ -61,9 +58,9 @@ sys.exit(0 if jax.default_backend() == "gpu" or os.environ["ALLOW_CPU"] == "1" e
 PYEOF
 
 COST="$PY benchmarks/cost.py --steps $STEPS --out $OUT/cost_gpu.json"
-step 170 $COST --problem cnn-digits --flows rod
-step 200 $PY benchmarks/sweep_throughput.py --gpu --lrs "$LRS" --steps "$STEPS" --out "$OUT/sweep_throughput_gpu.json"
-step 90 $PY benchmarks/sweep_throughput.py --batching-only --lrs "$LRS" --out "$OUT/sweep_throughput_gpu.json"
+step 240 $PY benchmarks/cost.py --problem mlp-digits --steps "$CENTRAL_STEPS" --central-steps "$CENTRAL_STEPS" \
+  --flows rod --out "$OUT/cost_central_gpu.json"
+step 120 $COST --problem mlp-digits --flows rod
 XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_enable_command_buffer=+WHILE,+CONDITIONAL" \
   step 110 $PY benchmarks/cost.py --problem mlp-digits --steps "$STEPS" --flows rod --out "$OUT/cost_cmdbuf_gpu.json"
 step 90 $PY - "$OUT/data_parallel_gpu.json" <<'PYEOF'
@@ -93,9 +90,5 @@ out = {"devices": n, "device": str(jax.devices()[0]), "max_rel_diff": max(rel.va
 json.dump(out, open(sys.argv[1], "w"), indent=1)
 print(out)
 PYEOF
-step 150 $PY benchmarks/cost.py --problem mlp-digits --steps "$CENTRAL_STEPS" --central-steps "$CENTRAL_STEPS" \
-  --flows rod --out "$OUT/cost_central_gpu.json"
-step 120 $COST --problem mlp-digits
-step 110 $COST --problem mlp-digits --x64
-step 170 $COST --problem cnn-digits --flows rod --x64
+step 200 $PY benchmarks/sweep_throughput.py --gpu --lrs "$LRS" --steps "$STEPS" --out "$OUT/sweep_throughput_gpu.json"
 exit $status

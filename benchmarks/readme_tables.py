@@ -12,7 +12,7 @@ have its markers in every file given. Where the tables live: `flagship` in READM
 docs/benchmarks/central-flow.md, `optimizers_acceptance` and `optimizers_runs` in
 docs/benchmarks/optimizers.md, `optimizers_central` in README.md and
 docs/benchmarks/optimizers.md, `rod_timing` and `noise_floor` in docs/benchmarks/rod-order.md,
-`scale` in README.md and docs/guides/scaling.md, `cost`, `cost_gpu` and `sharpness_estimators` in
+`scale` in README.md and docs/guides/scaling.md, `cost`, `cost_gpu`, `cost_cmdbuf_gpu` and `sharpness_estimators` in
 docs/benchmarks/cost.md.
 
 Each cell is `mean +- std` over the initialisation seeds at which GD reached EoS within the run
@@ -174,6 +174,22 @@ def cost_gpu() -> str:
     return cost("cost_gpu.json")
 
 
+def cost_cmdbuf_gpu() -> str:
+    return cost("cost_cmdbuf_gpu.json")
+
+
+def sweep_gpu() -> str:
+    d = json.loads((RESULTS / "sweep_throughput_gpu.json").read_text())
+    rows = ["| variant | end to end s | compile s | run s | run s per lr | lrs at EoS | device peak MB |",
+            "|---|---|---|---|---|---|---|"]
+    for key, label in (("single", "one `rodflow.compare`"), ("sweep", f"one `rodflow.sweep`, {d['config']['lrs']} lrs")):
+        e = d[key]
+        n = 1 if key == "single" else d["config"]["lrs"]
+        rows.append(f"| {label} | {_g(e['end_to_end_s'])} | {_g(e['compile_s'])} | {_g(e['run_s'])} | "
+                    f"{_g(e['run_s'] / n)} | {e['n_eos']} of {n} | {_g(e['device_peak_mb'])} |")
+    return "\n".join(rows)
+
+
 def sharpness_estimators() -> str:
     d = json.loads((RESULTS / "sharpness_estimators.json").read_text())
     rows = [f"| estimator ({d['problem']}, {d['dtype']}, lr {d['lr']:g}, every {d['every']} steps) | "
@@ -255,7 +271,7 @@ def scale() -> str:
 
 TABLES = ("flagship", "eos_tracking", "flows_cost_accuracy", "rod_timing", "noise_floor",
           "optimizers_acceptance", "optimizers_runs", "optimizers_central", "cost", "cost_gpu",
-          "sharpness_estimators", "schedule", "scale")
+          "cost_cmdbuf_gpu", "sweep_gpu", "sharpness_estimators", "schedule", "scale")
 
 
 def _markers(name: str) -> tuple[str, str]:
