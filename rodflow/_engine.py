@@ -83,7 +83,7 @@ def check_eig(problem: Problem, settings: Settings) -> None:
     if settings.top_k > problem.dim:
         raise ValueError(f"`top_k` ({settings.top_k}) must be at most the number of parameters "
                          f"({problem.dim}).")
-    resolve_method(settings.eig_method, problem.dim, settings.top_k)
+    resolve_method(settings.eig_method, problem.dim, settings.top_k, settings.eig_iters)
 
 
 def run_grid(problem: Problem, opt_map: AbstractMap, flows: dict[str, AbstractFlow], lr, x0,

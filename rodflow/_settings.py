@@ -50,6 +50,12 @@ class Settings:
       (`[start_step, N]` with a warm start).
     - `sharpness_every`: measure the sharpness every this many steps (EoS onset resolution).
     - `top_k`, `eig_method`, `eig_iters`: eigensolver settings (see [`rodflow.top_eigenpairs`][]).
+      The default, LOBPCG warm-started to a relative residual of `1e-4`, is accurate to about
+      `1e-6`. `eig_method="krylov"` with `eig_iters=M` (2 to 8) costs a fixed `M top_k`
+      Hessian-vector products per measurement and has no convergence loop: on `mlp-digits` the
+      discrete run then costs 2.1-2.7x a GD step at `M = 3` or 4 instead of 7-11x, off by
+      a median 3e-4 / 3e-5 and at most 3% at EoS, but more right after a catapult (docs,
+      benchmarks: "Cost of a step").
     - `chunk`: steps per compiled chunk; after each chunk results go to the host (and to
       `out/checkpoint.npz` when `out` is given).
     - `memory_mb`: device memory (MB) for a chunk's per-step buffers (GD's centre at every step
@@ -90,9 +96,11 @@ class Settings:
     steps: int = dataclasses.field(metadata=_help("number of optimiser steps N"))
     sharpness_every: int = dataclasses.field(default=10, metadata=_help("sharpness measured every K steps"))
     top_k: int = dataclasses.field(default=1, metadata=_help("number of Hessian eigenvalues tracked"))
-    eig_method: Literal["auto", "lobpcg", "power", "dense"] = dataclasses.field(
+    eig_method: Literal["auto", "lobpcg", "power", "krylov", "dense"] = dataclasses.field(
         default="auto", metadata=_help("eigensolver for the sharpness"))
-    eig_iters: int = dataclasses.field(default=40, metadata=_help("eigensolver iterations per measurement"))
+    eig_iters: int = dataclasses.field(
+        default=40,
+        metadata=_help("eigensolver iterations per measurement (krylov: blocks of the Krylov space, 2-8)"))
     chunk: int = dataclasses.field(default=500, metadata=_help("steps per compiled chunk / checkpoint"))
     memory_mb: float = dataclasses.field(
         default=4096.0,
@@ -131,8 +139,8 @@ class Settings:
         if self.matmul_precision not in ("highest", "high", "default"):
             raise ValueError(f"`matmul_precision` must be one of highest, high, default, got "
                              f"{self.matmul_precision!r}.")
-        if self.eig_method not in ("auto", "lobpcg", "power", "dense"):
-            raise ValueError(f"`eig_method` must be one of auto, lobpcg, power, dense, "
+        if self.eig_method not in ("auto", "lobpcg", "power", "krylov", "dense"):
+            raise ValueError(f"`eig_method` must be one of auto, lobpcg, power, krylov, dense, "
                              f"got {self.eig_method!r}.")
         if self.save_every is not None:
             check_positive("save_every", self.save_every, int)

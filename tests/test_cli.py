@@ -45,6 +45,8 @@ def test_compare_writes_table_metrics_and_figure(tmp_path):
          "argument --rod-growth: invalid choice"),
         (["--problem", "eos-toy", "--lr", "0.4", "--steps", "5", "--rod-floor", "rounding",
           "--rod-eps-floor", "1e-6"], "only sets the 'eps' floor"),
+        (["--problem", "eos-toy", "--lr", "0.4", "--steps", "5", "--eig-method", "krylov",
+          "--eig-iters", "40"], "lower the iterations (eig_iters)"),
     ],
 )
 def test_bad_input_exit_code_2_one_line(args, needle, capsys):

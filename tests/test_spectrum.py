@@ -62,6 +62,47 @@ def test_warm_start_converges_in_few_iterations(mlp):
     assert abs(float(vals[0]) - eigs[0]) <= bound  # 3 warm-started iterations are as good
 
 
+@pytest.mark.parametrize("k", [1, 2])
+def test_krylov_is_rayleigh_ritz_on_the_krylov_space(mlp, k):
+    """`method="krylov"` with m blocks returns the top Ritz values of span(U0, H U0, ...,
+    H^(m-1) U0), built here independently from the dense Hessian; restarted from its own
+    vectors (as a run does, one measurement to the next) it converges to the top eigenpairs."""
+    p, x, eigs = mlp
+    H = np.asarray(jax.hessian(p.loss_flat)(x))
+    U0 = initial_vectors(x.shape[0], k, x.dtype)
+    m = 4
+    basis = [np.asarray(U0)]
+    for _ in range(m - 1):
+        basis.append(H @ basis[-1])
+    Q = np.linalg.qr(np.concatenate(basis, axis=1))[0]
+    ritz = np.linalg.eigvalsh(Q.T @ H @ Q)[::-1][:k]
+    top = jax.jit(lambda x, U, m: top_eigenpairs(p.loss_flat, x, U, method="krylov", max_iters=m),
+                  static_argnums=2)
+    vals, U = top(x, U0, m)
+    np.testing.assert_allclose(vals, ritz, rtol=1e-8)
+    np.testing.assert_allclose(np.asarray(U).T @ np.asarray(U), np.eye(k), atol=1e-10)
+    assert np.all(np.asarray(vals) <= eigs[:k] * (1 + 1e-12))  # Ritz values bound from below
+    errors = []
+    for _ in range(30):
+        vals, U = top(x, U, m)
+        errors.append(float(np.max(np.abs(np.asarray(vals) - eigs[:k]) / eigs[:k])))
+    assert errors[-1] < 1e-8 and errors[-1] <= errors[0]
+    r = hvp(p.loss_flat, x, U[:, 0]) - vals[0] * U[:, 0]
+    assert float(jnp.linalg.norm(r)) < 1e-3 * abs(float(vals[0]))
+
+
+def test_krylov_from_an_eigenvector_and_too_many_blocks(mlp):
+    p, x, eigs = mlp
+    H = np.asarray(jax.hessian(p.loss_flat)(x))
+    w, E = np.linalg.eigh(H)
+    vals, U = top_eigenpairs(p.loss_flat, x, jnp.asarray(E[:, -1:]), method="krylov", max_iters=3)
+    np.testing.assert_allclose(vals, eigs[:1], rtol=1e-10)  # an invariant start stays exact
+    assert np.all(np.isfinite(np.asarray(U)))
+    n = x.shape[0]
+    with pytest.raises(ValueError, match="eig_iters"):
+        top_eigenpairs(p.loss_flat, x, initial_vectors(n, 2, x.dtype), method="krylov", max_iters=n // 2 + 1)
+
+
 def test_bad_method_and_k():
     p = rodflow.problems.get("quadratic")
     with pytest.raises(ValueError, match="eigensolver method"):
@@ -100,3 +141,18 @@ def test_lobpcg_breakdown_falls_back_to_power_iteration_per_lane(monkeypatch):
     lanes = np.asarray(jax.jit(lambda Us: over_grid(top, Us))(jnp.stack([U0, -U0, U0])))
     np.testing.assert_allclose(lanes[[0, 2]], 3.0, rtol=1e-6)
     np.testing.assert_allclose(lanes[1], power, rtol=1e-12)
+
+
+def test_discrete_run_with_the_krylov_estimator_tracks_the_default_sharpness():
+    """A run with `eig_method="krylov"` (4 blocks) measures the same sharpness series as the
+    default LOBPCG run once its vectors have warmed up, in a sweep as in a single run."""
+    p = rodflow.problems.get("mlp-digits", n=200, width=16, depth=2, seed=1)
+    kw = dict(steps=300, flows=("discrete",), figure=False)
+    ref = rodflow.sweep(p, lrs=[0.1, 0.2], **kw)  # below EoS, and at EoS from step 100
+    est = rodflow.sweep(p, lrs=[0.1, 0.2], eig_method="krylov", eig_iters=4, **kw)
+    for i in range(2):
+        a = np.asarray(ref.runs[i].series["discrete"]["sharpness"], float)
+        b = np.asarray(est.runs[i].series["discrete"]["sharpness"], float)
+        rel = np.abs(b[5:] - a[5:]) / a[5:]
+        assert np.all(b <= a * (1 + 1e-9) + 1e-12)  # Ritz values never exceed the top eigenvalue
+        assert np.median(rel) < 1e-3 and rel.max() < 0.05, (i, np.median(rel), rel.max())

@@ -3,7 +3,6 @@ from __future__ import annotations
 from typing import ClassVar, Literal, NamedTuple
 
 import diffrax
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
