@@ -24,6 +24,12 @@ Per problem (at its documented EoS step size `lr_hint` unless `--lr`) and dtype:
   its ratio to GD, and the relative difference of its sharpness series from the default run's
   (median and max over the measured steps; the default LOBPCG converges to a residual of 1e-4
   relative, ~1e-6 on the eigenvalue).
+- with `--eig-method-alt krylov --eig-iters-alt M`: the same with the fixed-cost Krylov
+  estimator of `M` blocks (`eig_method="krylov"`), under `eig_alt["krylov M"]`: its ms per step,
+  ratio to GD and difference from the default run's sharpness (median, 90th percentile and max,
+  over all measured steps and from the EoS onset on). With `--alt-only` only these are measured,
+  for an entry already in the file: a GD step, the default discrete run and the alternative,
+  all again in this process.
 - with `--central-steps N`: Central Flow (default settings) over the first N steps in its own
   compare call (twice, as above): `central_ms`, `central_over_gd`, its compile time and, if
   EoS starts within N steps, its `rel_dist_mean_eos`.
@@ -56,7 +62,7 @@ def _best_ms(fn, x, steps, repeats=3):
     return 1e3 * best / steps
 
 
-def _control_flow(problem, lr):
+def _control_flow(problem, lr, **eig):
     """`while` and `conditional` instructions in the optimised HLO of one block (10 steps) of
     the discrete run and of Rod Flow: on a GPU each executed one reads its predicate on the
     host (a synchronisation), so fewer is better. A static count of the program, not of the
@@ -71,7 +77,7 @@ def _control_flow(problem, lr):
     lr_, x0 = jnp.asarray([lr], problem.dtype), problem.x0[None]
     U0 = initial_vectors(problem.dim, 1, problem.dtype)
     k0, n_last = jnp.asarray(0, jnp.int32), jnp.asarray(10, jnp.int32)
-    kw = dict(n_blocks=1, every=10, eig=rodflow.Settings(steps=10).eig, snapshots=False)
+    kw = dict(n_blocks=1, every=10, eig=rodflow.Settings(steps=10, **eig).eig, snapshots=False)
     carry = grid_discrete_init(problem, opt_map, lr_, x0, U0)
     hlo = {"discrete": grid_discrete_chunk.lower(problem, opt_map, lr_, carry, k0, n_last, **kw)}
     centres = grid_discrete_chunk(problem, opt_map, lr_, carry, k0, n_last, **kw)[3]
@@ -98,6 +104,40 @@ def _commit() -> str | None:
     return (out.stdout.strip() + ("+uncommitted rodflow changes" if dirty else "")) or None
 
 
+def _eig_alt(rodflow, problem, lr, args, gd_ms, load, default=None):
+    """The discrete run with `eig_method=args.eig_method_alt, eig_iters=args.eig_iters_alt`
+    against the default one (timed again here unless `default` is given) and a GD step."""
+    import numpy as np
+
+    if default is None:
+        default = _compare_twice(rodflow, problem, lr, args.steps, ("discrete",))[1]
+    alt = _compare_twice(rodflow, problem, lr, args.steps, ("discrete",), eig_method=args.eig_method_alt,
+                         eig_iters=args.eig_iters_alt)[1]
+    a, b = (np.asarray(r.series["discrete"]["sharpness"], float) for r in (alt, default))
+    steps = np.asarray(default.series["discrete"]["sharpness_step"])
+    ok = np.isfinite(a) & np.isfinite(b)
+    onset = default.metrics["eos_onset_step"]
+
+    def stats(mask):
+        rel = np.abs(a[mask] - b[mask]) / np.abs(b[mask])
+        if not rel.size:
+            return None
+        return {"median": float(np.median(rel)), "p90": float(np.quantile(rel, 0.9)),
+                "max": float(rel.max()), "measurements": int(rel.size)}
+
+    ms = {k: 1e3 * r.metrics["flows"]["discrete"]["wall_s"] / (args.steps + 1)
+          for k, r in (("default", default), ("alt", alt))}
+    return {"command": "python " + " ".join(sys.argv), "commit": _commit(), "method": args.eig_method_alt,
+            "iters": args.eig_iters_alt, "steps": args.steps, "gd_ms": gd_ms,
+            "discrete_ms": ms["default"], "discrete_ms_alt": ms["alt"],
+            "sharpness_over_gd": ms["default"] / gd_ms, "sharpness_over_gd_alt": ms["alt"] / gd_ms,
+            "rel_diff_from_default": {"all": stats(ok),
+                                      "eos": None if onset is None else stats(ok & (steps >= onset))},
+            "load_avg_1min_before": load,
+            "hlo_control_flow_one_block_discrete": _control_flow(
+                problem, lr, eig_method=args.eig_method_alt, eig_iters=args.eig_iters_alt)["discrete"]}
+
+
 def _compare_twice(rodflow, problem, lr, steps, flows, **settings):
     """Two identical `compare` calls: the first compiles, the second is timed (both returned)."""
     kw = dict(lr=lr, steps=steps, flows=flows, sharpness_every=10, figure=False, progress=False, **settings)
@@ -113,6 +153,9 @@ def main(argv=None):
     ap.add_argument("--gd-steps", type=int, default=500)
     ap.add_argument("--central-steps", type=int, default=0, help="0: no Central Flow")
     ap.add_argument("--eig-iters-alt", type=int, default=0, help="0: no capped-eigensolver run")
+    ap.add_argument("--eig-method-alt", default="auto", help="eigensolver of the --eig-iters-alt run")
+    ap.add_argument("--alt-only", action="store_true",
+                    help="only (re)measure the --eig-iters-alt run of an entry already in the file")
     ap.add_argument("--flows", default="stable,rod", help="flows timed beside the discrete run")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/cost.json"))
     ap.add_argument("--fresh", action="store_true")
@@ -138,7 +181,10 @@ def main(argv=None):
         write_json(args.out, results)
         print(json.dumps({key: entry["hlo_control_flow_one_block"]}))
         return 0
-    if key in results["runs"]:
+    if args.alt_only:
+        if key not in results["runs"] or not args.eig_iters_alt:
+            raise SystemExit(f"--alt-only needs --eig-iters-alt and an entry {key} in {args.out}.")
+    elif key in results["runs"]:
         print(f"{key}: already in {args.out} (--fresh to redo)")
         return 0
     load = os.getloadavg()[0]
@@ -150,6 +196,13 @@ def main(argv=None):
         return jax.lax.scan(step, x, None, length=args.gd_steps)[0]
 
     gd_ms = _best_ms(gd, problem.x0, args.gd_steps)
+    if args.alt_only:
+        entry = results["runs"][key]
+        entry.setdefault("eig_alt", {})[f"{args.eig_method_alt} {args.eig_iters_alt}"] = _eig_alt(
+            rodflow, problem, lr, args, gd_ms, load)
+        write_json(args.out, results)
+        print(json.dumps({key: entry["eig_alt"]}, indent=1))
+        return 0
     flows = tuple(args.flows.split(","))
     first_run, second_run = _compare_twice(rodflow, problem, lr, args.steps, flows)
     first, second = first_run.metrics, second_run.metrics
@@ -168,7 +221,7 @@ def main(argv=None):
         "load_avg_1min_before": load,
         "hlo_control_flow_one_block": _control_flow(problem, lr),
     }
-    if args.eig_iters_alt:
+    if args.eig_iters_alt and args.eig_method_alt == "auto":
         import numpy as np
 
         M = args.eig_iters_alt
@@ -181,6 +234,9 @@ def main(argv=None):
         entry[f"sharpness_over_gd_eig_iters_{M}"] = ms / gd_ms
         entry[f"sharpness_rel_diff_eig_iters_{M}"] = {
             "median": float(np.median(rel)), "max": float(rel.max()), "measurements": int(ok.sum())}
+    elif args.eig_iters_alt:
+        entry["eig_alt"] = {f"{args.eig_method_alt} {args.eig_iters_alt}": _eig_alt(
+            rodflow, problem, lr, args, gd_ms, load, default=second_run)}
     if args.central_steps:
         cf, cs = (r.metrics for r in _compare_twice(rodflow, problem, lr, args.central_steps, ("central",)))
         c_ms = 1e3 * cs["flows"]["central"]["wall_s"] / (args.central_steps + 1)

@@ -12,8 +12,8 @@ have its markers in every file given. Where the tables live: `flagship` in READM
 docs/benchmarks/central-flow.md, `optimizers_acceptance` and `optimizers_runs` in
 docs/benchmarks/optimizers.md, `optimizers_central` in README.md and
 docs/benchmarks/optimizers.md, `rod_timing` and `noise_floor` in docs/benchmarks/rod-order.md,
-`scale` in README.md and docs/guides/scaling.md, `cost`, `cost_gpu`, `cost_cmdbuf_gpu` and `sharpness_estimators` in
-docs/benchmarks/cost.md.
+`scale` in README.md and docs/guides/scaling.md, `cost`, `cost_gpu`, `cost_cmdbuf_gpu`,
+`cost_krylov` and `sharpness_estimators` in docs/benchmarks/cost.md, `sweep_gpu` in docs/benchmarks/sweeps.md.
 
 Each cell is `mean +- std` over the initialisation seeds at which GD reached EoS within the run
 (sample standard deviation; one value without `+-` when only one seed did).
@@ -170,6 +170,26 @@ def cost(name: str = "cost.json") -> str:
     return "\n".join(rows)
 
 
+def cost_krylov() -> str:
+    d = json.loads((RESULTS / "cost.json").read_text())
+    rows = ["| problem (lr, dtype, steps) | eigensolver | HVPs per measurement | "
+            "discrete run / GD, default | "
+            "same with this eigensolver / GD | rel. diff. from the default's sharpness: median | 90th pct | "
+            "max | max from the EoS onset | `while`, `conditional` in one block | load before |",
+            "|" + "---|" * 11]
+    for key, e in d["runs"].items():
+        for name, a in sorted(e.get("eig_alt", {}).items(), key=lambda kv: kv[1]["iters"]):
+            r, hlo = a["rel_diff_from_default"], a["hlo_control_flow_one_block_discrete"]
+            eos = r["eos"] or {}
+            rows.append(f"| {key.replace('/', ', ')}, {a['steps']} | {name} | {a['iters']} | "
+                        f"{_g(a['sharpness_over_gd'])} | {_g(a['sharpness_over_gd_alt'])} | "
+                        f"{_g(r['all']['median'], 2)} | {_g(r['all']['p90'], 2)} | "
+                        f"{_g(r['all']['max'], 2)} | "
+                        f"{_g(eos.get('max'), 2)} | {hlo['while']}, {hlo['conditional']} | "
+                        f"{_g(a['load_avg_1min_before'], 2)} |")
+    return "\n".join(rows)
+
+
 def cost_gpu() -> str:
     return cost("cost_gpu.json")
 
@@ -182,7 +202,9 @@ def sweep_gpu() -> str:
     d = json.loads((RESULTS / "sweep_throughput_gpu.json").read_text())
     rows = ["| variant | end to end s | compile s | run s | run s per lr | lrs at EoS | device peak MB |",
             "|---|---|---|---|---|---|---|"]
-    for key, label in (("single", "one `rodflow.compare`"), ("sweep", f"one `rodflow.sweep`, {d['config']['lrs']} lrs")):
+    labels = (("single", "one `rodflow.compare`"),
+              ("sweep", f"one `rodflow.sweep`, {d['config']['lrs']} lrs"))
+    for key, label in labels:
         e = d[key]
         n = 1 if key == "single" else d["config"]["lrs"]
         rows.append(f"| {label} | {_g(e['end_to_end_s'])} | {_g(e['compile_s'])} | {_g(e['run_s'])} | "
@@ -271,7 +293,7 @@ def scale() -> str:
 
 TABLES = ("flagship", "eos_tracking", "flows_cost_accuracy", "rod_timing", "noise_floor",
           "optimizers_acceptance", "optimizers_runs", "optimizers_central", "cost", "cost_gpu",
-          "cost_cmdbuf_gpu", "sweep_gpu", "sharpness_estimators", "schedule", "scale")
+          "cost_cmdbuf_gpu", "cost_krylov", "sweep_gpu", "sharpness_estimators", "schedule", "scale")
 
 
 def _markers(name: str) -> tuple[str, str]:
