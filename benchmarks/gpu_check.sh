@@ -18,7 +18,9 @@
 # over 100 steps did not finish in 150 s. What is still missing comes first:
 #  1. Central Flow over its first CENTRAL_STEPS (30) steps on mlp-digits float32, against a GD
 #     step in the same process, into $OUT/cost_central_gpu.json;
-#  2. mlp-digits float32 with the default XLA flags, then
+#  2. mlp-digits float32 with the default XLA flags, then its discrete run with the fixed-cost
+#     Krylov sharpness estimator (4 blocks: no convergence loop, so no host round trip per
+#     measurement) against the default LOBPCG one (eig_alt in $OUT/cost_gpu.json), then
 #  3. the same with XLA's command buffers taking the `while` loops and `conditional`s too (CUDA
 #     graphs with conditional nodes: the predicates stay on the device), so that the two rows
 #     come from one machine (the lease that measured the second found the GD step 4x slower
@@ -61,6 +63,7 @@ COST="$PY benchmarks/cost.py --steps $STEPS --out $OUT/cost_gpu.json"
 step 240 $PY benchmarks/cost.py --problem mlp-digits --steps "$CENTRAL_STEPS" --central-steps "$CENTRAL_STEPS" \
   --flows rod --out "$OUT/cost_central_gpu.json"
 step 120 $COST --problem mlp-digits --flows rod
+step 90 $COST --problem mlp-digits --eig-method-alt krylov --eig-iters-alt 4 --alt-only
 XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_enable_command_buffer=+WHILE,+CONDITIONAL" \
   step 110 $PY benchmarks/cost.py --problem mlp-digits --steps "$STEPS" --flows rod --out "$OUT/cost_cmdbuf_gpu.json"
 step 90 $PY - "$OUT/data_parallel_gpu.json" <<'PYEOF'
