@@ -220,3 +220,11 @@ def test_central_supports_gradient_descent_and_rmsprop_only():
         flow.init(TOY.x0, FlowArgs(TOY, jnp.asarray(0.4), rodflow.HeavyBall()))
     with pytest.raises(ValueError, match="RMSProp-type map"):
         rodflow.compare(TOY, lr=0.4, steps=5, optimizer=rodflow.HeavyBall(), flows=("central",), figure=False)
+
+
+def test_krylov_eigensolver_is_refused_with_the_tracker_to_use():
+    """The discrete run's fixed-cost 'krylov' estimator would refine nothing at Central Flow's
+    default eig_iters=1 (one block: the warm start's own Rayleigh quotient); 'rr' is its tracker."""
+    with pytest.raises(ValueError, match="eig_method='rr'"):
+        CentralFlow(eig_method="krylov")
+    assert CentralFlow(eig_method="rr").eig_method == "rr"
