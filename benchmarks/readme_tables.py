@@ -13,7 +13,8 @@ docs/benchmarks/central-flow.md, `optimizers_acceptance` and `optimizers_runs` i
 docs/benchmarks/optimizers.md, `optimizers_central` in README.md and
 docs/benchmarks/optimizers.md, `rod_timing` and `noise_floor` in docs/benchmarks/rod-order.md,
 `scale` in README.md and docs/guides/scaling.md, `cost`, `cost_gpu`, `cost_cmdbuf_gpu`,
-`cost_krylov` and `sharpness_estimators` in docs/benchmarks/cost.md, `sweep_gpu` in docs/benchmarks/sweeps.md.
+`cost_krylov`, `central_settings` and `sharpness_estimators` in docs/benchmarks/cost.md,
+`sweep_gpu` in docs/benchmarks/sweeps.md.
 
 Each cell is `mean +- std` over the initialisation seeds at which GD reached EoS within the run
 (sample standard deviation; one value without `+-` when only one seed did).
@@ -190,6 +191,25 @@ def cost_krylov() -> str:
     return "\n".join(rows)
 
 
+def central_settings() -> str:
+    d = json.loads((RESULTS / "central_settings.json").read_text())
+    rows = ["| problem (seed, dtype, steps, EoS onset) | flow | ms per unit time | / default Central Flow | "
+            "compile s | grad evals per unit time | d (EoS) | change of d | loss err (EoS) | "
+            "most critical eigenvalues (of k) | load before |",
+            "|" + "---|" * 11]
+    for key, e in d["runs"].items():
+        for i, (label, f) in enumerate(e["flows"].items()):
+            head = f"| {key.replace('/', ', ')}, {e['eos_onset_step']} " if i == 0 else "| "
+            change = "-" if f["d_change"] is None else f"{100 * f['d_change']:+.1f}%"
+            load = _g(e["load_avg_1min_before"], 2) if i == 0 else ""
+            crit = f"{f['n_critical_max']:.0f} (of {f['k']})" if "k" in f else "-"
+            rows.append(head + f"| {label} | {_g(f['ms_per_unit_time'])} | {_g(f['over_default_central'])} | "
+                        f"{_g(f['compile_s'], 2)} | {_g(f['grad_evals_per_unit_time'])} | "
+                        f"{_g(f['rel_dist_mean_eos'])} | {change} | {_g(f['loss_err_eos'])} | {crit} | "
+                        f"{load} |")
+    return "\n".join(rows)
+
+
 def cost_gpu() -> str:
     return cost("cost_gpu.json")
 
@@ -293,7 +313,8 @@ def scale() -> str:
 
 TABLES = ("flagship", "eos_tracking", "flows_cost_accuracy", "rod_timing", "noise_floor",
           "optimizers_acceptance", "optimizers_runs", "optimizers_central", "cost", "cost_gpu",
-          "cost_cmdbuf_gpu", "cost_krylov", "sweep_gpu", "sharpness_estimators", "schedule", "scale")
+          "cost_cmdbuf_gpu", "cost_krylov", "central_settings", "sweep_gpu", "sharpness_estimators",
+          "schedule", "scale")
 
 
 def _markers(name: str) -> tuple[str, str]:
