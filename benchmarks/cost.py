@@ -162,6 +162,8 @@ def main(argv=None):
     ap.add_argument("--hlo-only", action="store_true",
                     help="only (re)count the control flow of an entry already in the file")
     args = ap.parse_args(argv)
+    if args.eig_method_alt != "auto" and not args.eig_iters_alt:
+        ap.error("--eig-method-alt needs --eig-iters-alt M")
     if args.x64:
         jax.config.update("jax_enable_x64", True)
     import jax.numpy as jnp

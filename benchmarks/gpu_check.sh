@@ -3,7 +3,9 @@
 # equinox, optax, jaxtyping, tqdm and scikit-learn installed (matplotlib is not needed: nothing
 # here draws). Writes into $OUT (default benchmarks/results).
 #
-#   OUT=benchmarks/results bash benchmarks/gpu_check.sh            # at most BUDGET=570 s of steps
+#   OUT=/tmp/gpu bash benchmarks/gpu_check.sh     # at most BUDGET=570 s of steps; OUT should be empty:
+#                                                 # cost.py keeps an entry already in its file
+#   (then merge the JSONs into benchmarks/results/*_gpu.json by hand, with the lease's notes)
 #   OUT=/tmp/dry ALLOW_CPU=1 STEPS=60 LRS=4 CENTRAL_STEPS=30 bash benchmarks/gpu_check.sh  # dry run on a CPU
 #
 # First it fails fast unless JAX's default backend is a GPU (no silent CPU fallback). Then its

@@ -182,7 +182,8 @@ def cost_krylov() -> str:
         for name, a in sorted(e.get("eig_alt", {}).items(), key=lambda kv: kv[1]["iters"]):
             r, hlo = a["rel_diff_from_default"], a["hlo_control_flow_one_block_discrete"]
             eos = r["eos"] or {}
-            rows.append(f"| {key.replace('/', ', ')}, {a['steps']} | {name} | {a['iters']} | "
+            hvps = a["iters"] if a["method"] == "krylov" else "-"  # (k = 1)
+            rows.append(f"| {key.replace('/', ', ')}, {a['steps']} | {name} | {hvps} | "
                         f"{_g(a['sharpness_over_gd'])} | {_g(a['sharpness_over_gd_alt'])} | "
                         f"{_g(r['all']['median'], 2)} | {_g(r['all']['p90'], 2)} | "
                         f"{_g(r['all']['max'], 2)} | "

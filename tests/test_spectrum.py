@@ -101,6 +101,8 @@ def test_krylov_from_an_eigenvector_and_too_many_blocks(mlp):
     n = x.shape[0]
     with pytest.raises(ValueError, match="eig_iters"):
         top_eigenpairs(p.loss_flat, x, initial_vectors(n, 2, x.dtype), method="krylov", max_iters=n // 2 + 1)
+    with pytest.raises(ValueError, match="at least 2 blocks"):
+        top_eigenpairs(p.loss_flat, x, initial_vectors(n, 1, x.dtype), method="krylov", max_iters=1)
 
 
 def test_bad_method_and_k():
@@ -154,5 +156,6 @@ def test_discrete_run_with_the_krylov_estimator_tracks_the_default_sharpness():
         a = np.asarray(ref.runs[i].series["discrete"]["sharpness"], float)
         b = np.asarray(est.runs[i].series["discrete"]["sharpness"], float)
         rel = np.abs(b[5:] - a[5:]) / a[5:]
-        assert np.all(b <= a * (1 + 1e-9) + 1e-12)  # Ritz values never exceed the top eigenvalue
+        # Ritz values never exceed the top eigenvalue (LOBPCG's is accurate to about 1e-6)
+        assert np.all(b <= a * (1 + 1e-5))
         assert np.median(rel) < 1e-3 and rel.max() < 0.05, (i, np.median(rel), rel.max())
