@@ -62,11 +62,11 @@ def _best_ms(fn, x, steps, repeats=3):
     return 1e3 * best / steps
 
 
-def _control_flow(problem, lr, **eig):
+def _control_flow(problem, lr, rod=True, **eig):
     """`while` and `conditional` instructions in the optimised HLO of one block (10 steps) of
-    the discrete run and of Rod Flow: on a GPU each executed one reads its predicate on the
-    host (a synchronisation), so fewer is better. A static count of the program, not of the
-    iterations it runs."""
+    the discrete run and (`rod=True`) of Rod Flow: on a GPU each executed one reads its
+    predicate on the host (a synchronisation), so fewer is better. A static count of the
+    program, not of the iterations it runs."""
     import jax.numpy as jnp
 
     import rodflow
@@ -80,10 +80,11 @@ def _control_flow(problem, lr, **eig):
     kw = dict(n_blocks=1, every=10, eig=rodflow.Settings(steps=10, **eig).eig, snapshots=False)
     carry = grid_discrete_init(problem, opt_map, lr_, x0, U0)
     hlo = {"discrete": grid_discrete_chunk.lower(problem, opt_map, lr_, carry, k0, n_last, **kw)}
-    centres = grid_discrete_chunk(problem, opt_map, lr_, carry, k0, n_last, **kw)[3]
-    fc = grid_flow_init(flow, problem, opt_map, lr_, x0, None, U0, 0)
-    hlo["rod"] = grid_flow_chunk.lower(flow, problem, opt_map, lr_, fc, k0, n_last, centres, **kw,
-                                       start_step=0)
+    if rod:
+        centres = grid_discrete_chunk(problem, opt_map, lr_, carry, k0, n_last, **kw)[3]
+        fc = grid_flow_init(flow, problem, opt_map, lr_, x0, None, U0, 0)
+        hlo["rod"] = grid_flow_chunk.lower(flow, problem, opt_map, lr_, fc, k0, n_last, centres, **kw,
+                                           start_step=0)
     out = {}
     for name, lowered in hlo.items():
         text = lowered.compile().compiled.as_text()
@@ -104,9 +105,10 @@ def _commit() -> str | None:
     return (out.stdout.strip() + ("+uncommitted rodflow changes" if dirty else "")) or None
 
 
-def _eig_alt(rodflow, problem, lr, args, gd_ms, load, default=None):
+def _eig_alt(rodflow, problem, lr, args, gd_ms, load, default=None, hlo=True):
     """The discrete run with `eig_method=args.eig_method_alt, eig_iters=args.eig_iters_alt`
-    against the default one (timed again here unless `default` is given) and a GD step."""
+    against the default one (timed again here unless `default` is given) and a GD step; with
+    `hlo`, the control flow of its compiled block."""
     import numpy as np
 
     if default is None:
@@ -134,8 +136,9 @@ def _eig_alt(rodflow, problem, lr, args, gd_ms, load, default=None):
             "rel_diff_from_default": {"all": stats(ok),
                                       "eos": None if onset is None else stats(ok & (steps >= onset))},
             "load_avg_1min_before": load,
-            "hlo_control_flow_one_block_discrete": _control_flow(
-                problem, lr, eig_method=args.eig_method_alt, eig_iters=args.eig_iters_alt)["discrete"]}
+            **({"hlo_control_flow_one_block_discrete": _control_flow(
+                problem, lr, rod=False, eig_method=args.eig_method_alt, eig_iters=args.eig_iters_alt
+            )["discrete"]} if hlo else {})}
 
 
 def _compare_twice(rodflow, problem, lr, steps, flows, **settings):
@@ -223,19 +226,13 @@ def main(argv=None):
         "load_avg_1min_before": load,
         "hlo_control_flow_one_block": _control_flow(problem, lr),
     }
-    if args.eig_iters_alt and args.eig_method_alt == "auto":
-        import numpy as np
-
+    if args.eig_iters_alt and args.eig_method_alt == "auto":  # the capped-LOBPCG keys of older entries
         M = args.eig_iters_alt
-        _, alt = _compare_twice(rodflow, problem, lr, args.steps, ("discrete",), eig_iters=M)
-        a, b = (np.asarray(r.series["discrete"]["sharpness"], float) for r in (alt, second_run))
-        ok = np.isfinite(a) & np.isfinite(b)
-        rel = np.abs(a[ok] - b[ok]) / np.abs(b[ok])
-        ms = 1e3 * alt.metrics["flows"]["discrete"]["wall_s"] / (args.steps + 1)
-        entry[f"discrete_ms_eig_iters_{M}"] = ms
-        entry[f"sharpness_over_gd_eig_iters_{M}"] = ms / gd_ms
-        entry[f"sharpness_rel_diff_eig_iters_{M}"] = {
-            "median": float(np.median(rel)), "max": float(rel.max()), "measurements": int(ok.sum())}
+        alt = _eig_alt(rodflow, problem, lr, args, gd_ms, load, default=second_run, hlo=False)
+        rel = alt["rel_diff_from_default"]["all"]
+        entry[f"discrete_ms_eig_iters_{M}"] = alt["discrete_ms_alt"]
+        entry[f"sharpness_over_gd_eig_iters_{M}"] = alt["sharpness_over_gd_alt"]
+        entry[f"sharpness_rel_diff_eig_iters_{M}"] = {k: rel[k] for k in ("median", "max", "measurements")}
     elif args.eig_iters_alt:
         entry["eig_alt"] = {f"{args.eig_method_alt} {args.eig_iters_alt}": _eig_alt(
             rodflow, problem, lr, args, gd_ms, load, default=second_run)}

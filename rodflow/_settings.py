@@ -11,6 +11,8 @@ from typing import Literal
 import equinox as eqx
 import numpy as np
 
+from ._spectrum import METHODS
+
 
 class EigConfig(eqx.Module):
     """Eigensolver settings for the sharpness measurements (static: part of the compiled program)."""
@@ -139,9 +141,8 @@ class Settings:
         if self.matmul_precision not in ("highest", "high", "default"):
             raise ValueError(f"`matmul_precision` must be one of highest, high, default, got "
                              f"{self.matmul_precision!r}.")
-        if self.eig_method not in ("auto", "lobpcg", "power", "krylov", "dense"):
-            raise ValueError(f"`eig_method` must be one of auto, lobpcg, power, krylov, dense, "
-                             f"got {self.eig_method!r}.")
+        if self.eig_method not in METHODS:
+            raise ValueError(f"`eig_method` must be one of {', '.join(METHODS)}, got {self.eig_method!r}.")
         if self.save_every is not None:
             check_positive("save_every", self.save_every, int)
             if self.save_every % self.sharpness_every:

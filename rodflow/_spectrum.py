@@ -36,12 +36,13 @@ def resolve_method(method: str, n: int, k: int, max_iters: int | None = None) ->
         return "dense" if (n <= DENSE_MAX or 5 * k >= n) else "lobpcg"
     if method == "lobpcg" and 5 * k >= n:
         raise ValueError(f"LOBPCG needs 5k < n (got k={k}, n={n}); use method='dense'.")
-    if method == "krylov" and max_iters is not None and max_iters < 2:
-        raise ValueError(f"the Krylov estimator needs at least 2 blocks (eig_iters >= 2) to refine its "
-                         f"start, got {max_iters}.")
-    if method == "krylov" and max_iters is not None and max_iters * k > n:
-        raise ValueError(f"the Krylov space of {max_iters} blocks of {k} vectors is larger than the "
-                         f"{n} parameters; lower the iterations (eig_iters) or use method='dense'.")
+    if method == "krylov" and max_iters is not None:
+        if max_iters < 2:
+            raise ValueError(f"the Krylov estimator needs at least 2 blocks (eig_iters >= 2) to refine "
+                             f"its start, got {max_iters}.")
+        if max_iters * k > n:
+            raise ValueError(f"the Krylov space of {max_iters} blocks of {k} vectors is larger than the "
+                             f"{n} parameters; lower the iterations (eig_iters) or use method='dense'.")
     return method
 
 
