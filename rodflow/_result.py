@@ -385,6 +385,7 @@ def assemble(problem: Problem, opt_map: AbstractMap, lr: float, settings: Settin
         "loss_smooth_window": LOSS_SMOOTH_WINDOW,
         "start_step": start,
         "sharpness_every": every,
+        "eigensolver": {"method": settings.eig_method, "iters": settings.eig_iters, "top_k": settings.top_k},
         "chunk": settings.chunk_len,
         "device": str(jax.devices()[0]),
         "flows": flows_m,

@@ -37,6 +37,8 @@ def check_positive(name: str, value, kind=float) -> None:
 
 
 MAX_STEPS = 2**31 - 2**20
+EIG_ITERS = 40  # default eigensolver iterations per measurement (LOBPCG, power iteration)
+KRYLOV_BLOCKS = 8  # default blocks of the Krylov estimator (eig_method="krylov")
 
 
 def _help(text: str) -> dict:
@@ -52,8 +54,9 @@ class Settings:
       (`[start_step, N]` with a warm start).
     - `sharpness_every`: measure the sharpness every this many steps (EoS onset resolution).
     - `top_k`, `eig_method`, `eig_iters`: eigensolver settings (see [`rodflow.top_eigenpairs`][]).
-      The default, LOBPCG warm-started to a relative residual of `1e-4`, is accurate to about
-      `1e-6`. `eig_method="krylov"` with `eig_iters=M` (2 to 8) costs a fixed `M top_k`
+      The default, LOBPCG warm-started to a relative residual of `1e-4` in at most `eig_iters=40`
+      iterations, is accurate to about `1e-6`. `eig_method="krylov"` with `eig_iters=M` (2 to 8;
+      default 8, within 0.3% of LOBPCG from the EoS onset on the runs measured) costs a fixed `M top_k`
       Hessian-vector products per measurement and has no convergence loop: on `mlp-digits` the
       discrete run then costs 2.1-2.7x a GD step at `M = 3` or 4 instead of 7-11x, off by
       a median 3e-4 / 3e-5 and at most 3% at EoS, but more right after a catapult (docs,
@@ -100,9 +103,10 @@ class Settings:
     top_k: int = dataclasses.field(default=1, metadata=_help("number of Hessian eigenvalues tracked"))
     eig_method: Literal["auto", "lobpcg", "power", "krylov", "dense"] = dataclasses.field(
         default="auto", metadata=_help("eigensolver for the sharpness"))
-    eig_iters: int = dataclasses.field(
-        default=40,
-        metadata=_help("eigensolver iterations per measurement (krylov: blocks of the Krylov space, 2-8)"))
+    eig_iters: int | None = dataclasses.field(
+        default=None,
+        metadata=_help("eigensolver iterations per measurement; krylov: blocks of the Krylov space, 2-8 "
+                       "(default 40; krylov 8)"))
     chunk: int = dataclasses.field(default=500, metadata=_help("steps per compiled chunk / checkpoint"))
     memory_mb: float = dataclasses.field(
         default=4096.0,
@@ -133,6 +137,8 @@ class Settings:
             raise ValueError(f"`start_step` must be an integer step in [0, steps) = [0, {self.steps}) at "
                              f"which the flows start from the discrete run's state, or 'auto', got "
                              f"{self.start_step!r}.")
+        if self.eig_iters is None:  # by method (the Krylov estimator's blocks are a fixed cost)
+            object.__setattr__(self, "eig_iters", KRYLOV_BLOCKS if self.eig_method == "krylov" else EIG_ITERS)
         for name in ("sharpness_every", "chunk", "top_k", "eig_iters"):
             check_positive(name, getattr(self, name), int)
         mb = self.memory_mb
@@ -152,7 +158,8 @@ class Settings:
     @classmethod
     def from_options(cls, settings: Settings | None, options: dict) -> Settings:
         """`settings` (or the defaults) with the keyword `options` replacing fields; an unknown
-        option is a `TypeError` naming it."""
+        option is a `TypeError` naming it. A new `eig_method` without `eig_iters` takes that
+        method's default iterations."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(options) - names)
         if unknown:
@@ -162,6 +169,8 @@ class Settings:
             if "steps" not in options:
                 raise TypeError("missing the run setting `steps` (number of optimiser steps).")
             return cls(**options)
+        if "eig_method" in options and "eig_iters" not in options:
+            options = {**options, "eig_iters": None}  # another method: its own default iterations
         return dataclasses.replace(settings, **options)
 
     def fitted(self, grid: int, dim: int, itemsize: int) -> Settings:

@@ -73,7 +73,10 @@ def _add_library_options(p: argparse.ArgumentParser) -> None:
     hints = reg.option_types(Settings)
     for name, f in reg.options(Settings).items():
         if name not in _SETTINGS_SPECIAL:
-            kw = _argument(hints[name], _default(f), f"{f.metadata.get('help', '')} (default {_default(f)})")
+            text = f.metadata.get("help", "")
+            if "(default" not in text:
+                text = f"{text} (default {_default(f)})"
+            kw = _argument(hints[name], _default(f), text)
             p.add_argument(f"--{name.replace('_', '-')}", dest=f"set__{name}", default=None,
                            required=name == "steps", **kw)
     p.add_argument("--start-step", dest="set__start_step", default=None, metavar="K|auto",

@@ -159,3 +159,18 @@ def test_discrete_run_with_the_krylov_estimator_tracks_the_default_sharpness():
         # Ritz values never exceed the top eigenvalue (LOBPCG's is accurate to about 1e-6)
         assert np.all(b <= a * (1 + 1e-5))
         assert np.median(rel) < 1e-3 and rel.max() < 0.05, (i, np.median(rel), rel.max())
+
+
+def test_eig_iters_default_follows_the_method():
+    """`eig_iters` left out: 40 iterations for LOBPCG (the recorded settings key unchanged), 8
+    blocks for the Krylov estimator; a new method without `eig_iters` takes its own default, an
+    explicit value is kept."""
+    s = rodflow.Settings(steps=10)
+    assert s.eig_iters == 40 and s.key(0)["eig"] == [1, "auto", 40]
+    assert rodflow.Settings(steps=10, eig_method="krylov").eig_iters == 8
+    assert rodflow.Settings(steps=10, eig_method="krylov", eig_iters=3).eig_iters == 3
+    assert rodflow.Settings.from_options(s, {"eig_method": "krylov"}).eig_iters == 8
+    assert rodflow.Settings.from_options(s, {"eig_method": "krylov", "eig_iters": 2}).eig_iters == 2
+    k = rodflow.Settings(steps=10, eig_method="krylov")
+    assert rodflow.Settings.from_options(k, {"eig_method": "lobpcg"}).eig_iters == 40
+    assert rodflow.Settings.from_options(k, {"steps": 20}).eig_iters == 8
