@@ -103,11 +103,12 @@ def run_grid(problem: Problem, opt_map: AbstractMap, flows: dict[str, AbstractFl
     problem, lr, x0 = layout.place_problem(problem), layout.place_grid(lr), layout.place_grid(x0)
     with _compile_clock() as clock:
         timers = {name: Timer(clock) for name in ("discrete", *flows)}
-        carries = {"discrete": timers["discrete"](grid_discrete_init, problem, opt_map, lr, x0, U0, schedule)}
+        carries = {"discrete": timers["discrete"](grid_discrete_init, problem, opt_map, lr, x0, U0, schedule,
+                                                         settings.eig)}
         z_start = grid_warm_state(problem, opt_map, lr, x0, start_step, schedule) if start_step else None
         for name, flow in flows.items():
             carries[name] = timers[name](grid_flow_init, flow, problem, opt_map, lr, x0, z_start, U0,
-                                         start_step, schedule)
+                                         start_step, schedule, settings.eig)
         records: dict[str, list] = {name: [] for name in carries}
         blocks: dict[str, list] = {name: [] for name in carries}
         start_chunk = 0
@@ -194,7 +195,7 @@ def opening_catapult(problem: Problem, opt_map: AbstractMap, lrs, x0s,
         table = np.asarray(opt_map.threshold(lr_table(lrs, schedule, settings.steps, dtype)), float)
         extra = {"schedule": schedule}
     carry = grid_discrete_init(problem, opt_map, lr, x0s, initial_vectors(problem.dim, settings.top_k, dtype),
-                               schedule)
+                               schedule, settings.eig)
     n_last = jnp.asarray(settings.steps, jnp.int32)
     ends: list[int | None] = [None] * len(lrs)
     pending = set(range(len(lrs)))

@@ -60,7 +60,8 @@ class Settings:
       Hessian-vector products per measurement and has no convergence loop: on `mlp-digits` the
       discrete run then costs 2.1-2.7x a GD step at `M = 3` or 4 instead of 7-11x, off by
       a median 3e-4 / 3e-5 and at most 3% at EoS, but more right after a catapult (docs,
-      benchmarks: "Cost of a step").
+      benchmarks: "Cost of a step"). Its first measurement (of each run and flow) starts from
+      the top eigenvectors converged by the default eigensolver at the start.
     - `chunk`: steps per compiled chunk; after each chunk results go to the host (and to
       `out/checkpoint.npz` when `out` is given).
     - `memory_mb`: device memory (MB) for a chunk's per-step buffers (GD's centre at every step

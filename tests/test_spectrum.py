@@ -146,19 +146,26 @@ def test_lobpcg_breakdown_falls_back_to_power_iteration_per_lane(monkeypatch):
 
 
 def test_discrete_run_with_the_krylov_estimator_tracks_the_default_sharpness():
-    """A run with `eig_method="krylov"` (4 blocks) measures the same sharpness series as the
-    default LOBPCG run once its vectors have warmed up, in a sweep as in a single run."""
+    """A run with `eig_method="krylov"` at its default 8 blocks measures the same sharpness
+    series as the default LOBPCG run, in a sweep as in a single run, for the discrete run and
+    for a flow, from the first measurement on: the estimator starts from vectors converged by
+    the default eigensolver (from the random block, 3-4 blocks were off by 20-35% at first)."""
     p = rodflow.problems.get("mlp-digits", n=200, width=16, depth=2, seed=1)
-    kw = dict(steps=300, flows=("discrete",), figure=False)
-    ref = rodflow.sweep(p, lrs=[0.1, 0.2], **kw)  # below EoS, and at EoS from step 100
-    est = rodflow.sweep(p, lrs=[0.1, 0.2], eig_method="krylov", eig_iters=4, **kw)
+    kw = dict(steps=300, flows=("discrete", "stable"), figure=False)
+    # both start above the threshold (sharpness 25.8: GD catapults, its top eigenvector turns
+    # within the first 10 steps); lr 0.1 then sits at EoS, lr 0.2 sharpens back to it
+    ref = rodflow.sweep(p, lrs=[0.1, 0.2], **kw)
+    est = rodflow.sweep(p, lrs=[0.1, 0.2], eig_method="krylov", **kw)
+    assert est.runs[0].metrics["eigensolver"] == {"method": "krylov", "iters": 8, "top_k": 1}
     for i in range(2):
-        a = np.asarray(ref.runs[i].series["discrete"]["sharpness"], float)
-        b = np.asarray(est.runs[i].series["discrete"]["sharpness"], float)
-        rel = np.abs(b[5:] - a[5:]) / a[5:]
-        # Ritz values never exceed the top eigenvalue (LOBPCG's is accurate to about 1e-6)
-        assert np.all(b <= a * (1 + 1e-5))
-        assert np.median(rel) < 1e-3 and rel.max() < 0.05, (i, np.median(rel), rel.max())
+        for run in ("discrete", "stable"):
+            a = np.asarray(ref.runs[i].series[run]["sharpness"], float)
+            b = np.asarray(est.runs[i].series[run]["sharpness"], float)
+            rel = np.abs(b - a) / a
+            # Ritz values never exceed the top eigenvalue (LOBPCG's is accurate to about 1e-6)
+            assert np.all(b <= a * (1 + 1e-5))
+            assert rel[0] < 1e-4, (i, run, rel[:3])
+            assert np.median(rel) < 1e-4 and rel.max() < 0.02, (i, run, np.median(rel), rel.max())
 
 
 def test_eig_iters_default_follows_the_method():
