@@ -75,15 +75,23 @@ def _merge(recs):
 # ---------------------------------------------------------------------------------------------
 # one grid point
 # ---------------------------------------------------------------------------------------------
-def cold_start(measure, U0, eig: EigConfig | None):
-    """The eigenvector block the first measurement starts from: `U0`, or, for the Krylov
-    estimator (`eig.method == "krylov"`, a fixed number of blocks from the previous
-    measurement's vectors, no convergence loop), the top eigenvectors at the start converged by
-    `measure(U0, method="auto", max_iters=EIG_ITERS)` (the default eigensolver), so that its
-    first measurements are not those of a random start (off by 20-35% with 3 or 4 blocks)."""
-    if eig is None or eig.method != "krylov":
-        return U0
-    return measure(U0, method="auto", max_iters=EIG_ITERS)[1]
+def cold_start(eig: EigConfig | None) -> bool:
+    """Whether the first measurement starts from a converged block: for the Krylov estimator
+    (`eig.method == "krylov"`: a fixed number of blocks from the previous measurement's vectors,
+    no convergence loop) the top eigenvectors at the start converged by the default eigensolver
+    ([`converged_block`][]), so that its first measurements are not those of a random start
+    (off by 20-35% with 3 or 4 blocks); other methods start from the random block."""
+    return eig is not None and eig.method == "krylov"
+
+
+@eqx.filter_jit
+def converged_block(measured, *args, **kwargs):
+    """The eigenvectors of `measured(*args, **kwargs, method="auto", max_iters=EIG_ITERS)`
+    (an opt map's or a flow's `sharpness`), compiled once and reused by later runs of the same
+    problem (called op by op, the eigensolver would be compiled again at every run: 3.5 s per
+    run on `mlp-digits`). Only the starting vectors of the first measurement come from it, not
+    the trajectory, so compiling it moves no run."""
+    return measured(*args, **kwargs, method="auto", max_iters=EIG_ITERS)[1]
 
 
 def discrete_init(problem: Problem, opt_map: AbstractMap, lr, x0, U0, schedule=None,
@@ -91,8 +99,9 @@ def discrete_init(problem: Problem, opt_map: AbstractMap, lr, x0, U0, schedule=N
     lr0 = scaled(lr, schedule, jnp.asarray(0, jnp.int32))
     opt = opt_map.optimizer(lr0)
     x1 = optax.apply_updates(x0, opt.update(jax.grad(problem.loss_flat)(x0), opt.init(x0), x0)[0])
-    z0, t0 = opt_map.pack(problem, x0, opt.init(x0)), jnp.zeros((), x0.dtype)
-    U0 = cold_start(lambda U, **kw: opt_map.sharpness(problem, z0, lr0, U, t0, **kw), U0, eig)
+    if cold_start(eig):
+        z0 = opt_map.pack(problem, x0, opt.init(x0))
+        U0 = converged_block(opt_map.sharpness, problem, z0, lr0, U0, jnp.zeros((), x0.dtype))
     return DiscreteCarry(x0, opt.init(x0), U0, 0.5 * (x0 + x1), x0)
 
 
@@ -272,8 +281,9 @@ def grid_flow_init(flow: AbstractFlow, problem: Problem, opt_map: AbstractMap, l
     def one(lr_, x_, z_):
         args = flow_args(problem, opt_map, lr_, z_, start_step, schedule)
         y0 = flow.init(x_, args)
-        t0 = jnp.asarray(start_step, x_.dtype)
-        U = cold_start(lambda U, **kw: flow.sharpness(y0, args, U, t0, **kw), U0, eig)
+        U = U0
+        if cold_start(eig):
+            U = converged_block(flow.sharpness, y0, args, U0, jnp.asarray(start_step, x_.dtype))
         return FlowCarry(y0, U, y0, jnp.zeros((), jnp.int32), jnp.zeros((), bool))
 
     return jax.vmap(one, axis_name=GRID_AXIS)(lr, x0, z_start)  # named: `branch`es in init stay conds

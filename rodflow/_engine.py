@@ -31,17 +31,24 @@ _COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration",
                    "/jax/core/compile/backend_compile_duration")
 
 
+# programs compiled on their own (not inside the target's trace) by a run kind's initial state,
+# which is computed op by op: their compilation counts as the run kind's
+_OWN_INIT_PROGRAMS = ("converged_block", "jit(converged_block)")
+
+
 @contextlib.contextmanager
 def _compile_clock():
     """Seconds spent tracing and compiling the program being called while the context is open
     (JAX's monitoring events; the listener is registered for the duration of the run only).
-    Only events of the called function itself count: the functions it calls are traced inside
+    Only events of the called function itself count (and those of the programs the initial
+    states compile on their own, `_OWN_INIT_PROGRAMS`): the functions it calls are traced inside
     its trace, and counting their events too would count that time twice."""
     clock = {"target": None, "total": 0.0}
 
     def listener(name, duration, **kwargs):
         fun = kwargs.get("fun_name")
-        if name in _COMPILE_EVENTS and (fun is None or fun in (clock["target"], f"jit({clock['target']})")):
+        if name in _COMPILE_EVENTS and (fun is None or fun in (clock["target"], f"jit({clock['target']})")
+                                        or fun in _OWN_INIT_PROGRAMS):
             clock["total"] += duration
 
     jax.monitoring.register_event_duration_secs_listener(listener)

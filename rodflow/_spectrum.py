@@ -116,7 +116,9 @@ def top_eigenpairs(
       convergence test, so no data-dependent loop (on a GPU, no round trip to the host). From one
       measurement to the next the starting block is the previous Ritz vectors, so a run refines
       them like a restarted block Lanczos method. Meant for `m` of 2 to 8; the error this leaves
-      along a GD run is measured in `benchmarks/sharpness_estimators.py`.
+      along a GD run is measured in `benchmarks/sharpness_estimators.py`. The runs
+      ([`rodflow.compare`][], [`rodflow.sweep`][]) start it from a block converged by `"auto"`
+      at the start (a random `U0` leaves the first measurements far off).
     - `"dense"`: the full Hessian and `jnp.linalg.eigh`; exact, for small problems (toys).
     - `"auto"`: dense when `n <= 256` (or when `5k >= n`), LOBPCG otherwise.
     """
