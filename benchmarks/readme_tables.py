@@ -13,8 +13,9 @@ docs/benchmarks/central-flow.md, `optimizers_acceptance` and `optimizers_runs` i
 docs/benchmarks/optimizers.md, `optimizers_central` in README.md and
 docs/benchmarks/optimizers.md, `rod_timing` and `noise_floor` in docs/benchmarks/rod-order.md,
 `scale` in README.md and docs/guides/scaling.md, `cost`, `cost_gpu`, `cost_cmdbuf_gpu`,
-`cost_krylov`, `central_settings` and `sharpness_estimators` in docs/benchmarks/cost.md,
-`sweep_gpu` in docs/benchmarks/sweeps.md.
+`cost_krylov`, `central_settings`, `compile_times` and `sharpness_estimators` in
+docs/benchmarks/cost.md,
+`sweep_gpu` and `sweep_split` in docs/benchmarks/sweeps.md.
 
 Each cell is `mean +- std` over the initialisation seeds at which GD reached EoS within the run
 (sample standard deviation; one value without `+-` when only one seed did).
@@ -211,6 +212,21 @@ def central_settings() -> str:
     return "\n".join(rows)
 
 
+def compile_times() -> str:
+    d = json.loads((RESULTS / "compile_times.json").read_text())
+    rows = ["| problem, dtype (steps) | rodflow commit | fresh processes | discrete | gradient flow "
+            "| Rod Flow | Central Flow | load before |", "|---|---|---|---|---|---|---|---|"]
+    for e in d["entries"].values():
+        commit = e["rodflow_commit"][:7] + (" (modified)" if e["rodflow_modified"] else "")
+        for dtype, r in e["dtypes"].items():
+            cells = " | ".join(f"{_g(r['median_s'][k])} ({_g(r['max_s'][k])})"
+                               for k in ("discrete", "stable", "rod", "central"))
+            loads = ", ".join(_g(x["load_avg_1min_before"], 2) for x in r["runs"])
+            rows.append(f"| {e['problem']}, {dtype} ({e['steps']}) | {commit} | {len(r['runs'])} | {cells} | "
+                        f"{loads} |")
+    return "\n".join(rows)
+
+
 def cost_gpu() -> str:
     return cost("cost_gpu.json")
 
@@ -230,6 +246,18 @@ def sweep_gpu() -> str:
         n = 1 if key == "single" else d["config"]["lrs"]
         rows.append(f"| {label} | {_g(e['end_to_end_s'])} | {_g(e['compile_s'])} | {_g(e['run_s'])} | "
                     f"{_g(e['run_s'] / n)} | {e['n_eos']} of {n} | {_g(e['device_peak_mb'])} |")
+    return "\n".join(rows)
+
+
+def sweep_split() -> str:
+    d = json.loads((RESULTS / "sweep_split.json").read_text())
+    rows = ["| rod | run kind | 16 sequential `compare` run s | one `sweep` run s | sweep / sequential |",
+            "|---|---|---|---|---|"]
+    for key, label in (("default_rod", "default"), ("rod_rho_switch_0", "`rho_switch=0` (no switch)")):
+        e = d[key]
+        for kind, ratio in e["sweep_over_sequential_run_s"].items():
+            rows.append(f"| {label} | {kind} | {_g(e['sequential_compare']['run_s_by_kind'][kind])} | "
+                        f"{_g(e['sweep']['run_s_by_kind'][kind])} | {_g(ratio)} |")
     return "\n".join(rows)
 
 
@@ -314,8 +342,8 @@ def scale() -> str:
 
 TABLES = ("flagship", "eos_tracking", "flows_cost_accuracy", "rod_timing", "noise_floor",
           "optimizers_acceptance", "optimizers_runs", "optimizers_central", "cost", "cost_gpu",
-          "cost_cmdbuf_gpu", "cost_krylov", "central_settings", "sweep_gpu", "sharpness_estimators",
-          "schedule", "scale")
+          "cost_cmdbuf_gpu", "cost_krylov", "central_settings", "compile_times", "sweep_gpu", "sweep_split",
+          "sharpness_estimators", "schedule", "scale")
 
 
 def _markers(name: str) -> tuple[str, str]:

@@ -3,6 +3,7 @@
     python benchmarks/sweep_throughput.py [--lrs 16] [--steps 1000] [--out FILE.json]
     python benchmarks/sweep_throughput.py --gpu --lrs 64 --out benchmarks/results/sweep_throughput_gpu.json
     python benchmarks/sweep_throughput.py --batching-only --lrs 16
+    python benchmarks/sweep_throughput.py --split --steps 500 --out benchmarks/results/sweep_split.json
 
 On `mlp-digits` (float32 by default, `--x64` for float64), flows `discrete` + `rod`:
   (a) one `rodflow.sweep` call over all step sizes,
@@ -12,7 +13,11 @@ Each variant runs in its own process; end-to-end wall time includes compilation.
 is the process's max RSS (CPU) or the device's peak bytes in use (GPU). With `--gpu` it also
 times a single compare run, to give the per-lr cost of the sweep relative to one run. With
 `--batching-only` it times one gradient, HVP and LOBPCG solve alone and vmapped over `--lrs`
-parameter vectors: the most any sweep can gain from batching on this machine.
+parameter vectors: the most any sweep can gain from batching on this machine. With `--split`
+it runs (a) and (b) only, twice: with the default rod and with `RodFlow(rho_switch=0)` (finite
+differences at every rod length, no switch to the Hessian-vector product below `rho_switch`),
+and reports each run kind's execution time (`run_s_by_kind`, compilation excluded) and its
+ratio sweep / sequential: where a sweep loses its time.
 """
 
 from __future__ import annotations
@@ -36,13 +41,15 @@ import numpy as np
 import rodflow
 p = rodflow.problems.get("mlp-digits")
 lrs = np.linspace(cfg["lr_min"], cfg["lr_max"], cfg["n_lrs"]).tolist()
-kw = dict(steps=cfg["steps"], flows=("discrete", "rod"), figure=False)
+rod = {} if cfg.get("rho_switch") is None else {"rho_switch": cfg["rho_switch"]}
+kw = dict(steps=cfg["steps"], flows={"rod": rodflow.RodFlow(**rod)}, figure=False)
 t0 = time.perf_counter()
 out = {"variant": cfg["variant"], "devices": len(jax.devices()), "device": str(jax.devices()[0])}
 if cfg["variant"] in ("sweep", "sweep_sharded"):
     r = rodflow.sweep(p, lrs=lrs, **kw)
     out.update(compile_s=r.metrics["compile_s"], run_s=r.metrics["run_s"])
     runs = r.metrics["runs"]
+    out["run_s_by_kind"] = {k: sum(x["flows"][k]["wall_s"] for x in runs) for k in runs[0]["flows"]}
 elif cfg["variant"] == "single":
     c = rodflow.compare(p, lr=lrs[len(lrs) // 2], **kw)
     runs = [{"lr": c.lr, "eos_onset_step": c.metrics["eos_onset_step"],
@@ -91,6 +98,7 @@ else:
         comp += sum(f["compile_s"] for f in c.metrics["flows"].values())
         run += sum(f["wall_s"] for f in c.metrics["flows"].values())
     out.update(compile_s=comp, run_s=run)
+    out["run_s_by_kind"] = {k: sum(x["flows"][k]["wall_s"] for x in runs) for k in runs[0]["flows"]}
 out["end_to_end_s"] = time.perf_counter() - t0
 out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 try:
@@ -110,9 +118,9 @@ print("RESULT " + json.dumps(out))
 """
 
 
-def run_child(variant, args, env_extra=None):
+def run_child(variant, args, env_extra=None, rho_switch=None):
     cfg = dict(variant=variant, x64=args.x64, lr_min=args.lr_min, lr_max=args.lr_max, n_lrs=args.lrs,
-               steps=args.steps)
+               steps=args.steps, rho_switch=rho_switch)
     env = dict(os.environ, **(env_extra or {}))
     t = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", CHILD, json.dumps(cfg)], capture_output=True, text=True,
@@ -139,6 +147,9 @@ def main(argv=None):
     ap.add_argument("--batching-only", action="store_true",
                     help="only time a gradient, an HVP and a LOBPCG solve alone vs vmapped over --lrs "
                          "parameter vectors (adds `batching` to the existing results file)")
+    ap.add_argument("--split", action="store_true",
+                    help="only the sweep against sequential runs, each run kind's time apart, with the "
+                         "default rod and with rho_switch=0 (no small-rod switch: finite differences only)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/sweep_throughput.json"))
     args = ap.parse_args(argv)
     result = {"command": "python " + " ".join(sys.argv), "machine": platform.machine(),
@@ -149,6 +160,17 @@ def main(argv=None):
         result["batching"]["command"] = "python " + " ".join(sys.argv)
         args.out.write_text(json.dumps(result, indent=2) + "\n")
         print(json.dumps(result["batching"], indent=1))
+        return
+    if args.split:
+        for label, rho_switch in (("default_rod", None), ("rod_rho_switch_0", 0.0)):
+            sweep, seq = run_child("sweep", args, rho_switch=rho_switch), run_child("sequential", args,
+                                                                                 rho_switch=rho_switch)
+            result[label] = {"sweep": sweep, "sequential_compare": seq, "sweep_over_sequential_run_s": {
+                k: sweep["run_s_by_kind"][k] / seq["run_s_by_kind"][k] for k in seq["run_s_by_kind"]}}
+            print(label, result[label]["sweep_over_sequential_run_s"], flush=True)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {args.out}")
         return
     if args.gpu:
         result["single"] = run_child("single", args)

@@ -56,11 +56,11 @@ class Settings:
     - `top_k`, `eig_method`, `eig_iters`: eigensolver settings (see [`rodflow.top_eigenpairs`][]).
       The default, LOBPCG warm-started to a relative residual of `1e-4` in at most `eig_iters=40`
       iterations, is accurate to about `1e-6`. `eig_method="krylov"` with `eig_iters=M` (2 to 8;
-      default 8, within 0.3% of LOBPCG from the EoS onset on the runs measured) costs a fixed `M top_k`
-      Hessian-vector products per measurement and has no convergence loop: on `mlp-digits` the
-      discrete run then costs 2.1-2.7x a GD step at `M = 3` or 4 instead of 7-11x, off by
-      a median 3e-4 / 3e-5 and at most 3% at EoS, but more right after a catapult (docs,
-      benchmarks: "Cost of a step"). Its first measurement (of each run and flow) starts from
+      default 8, within 0.3% of LOBPCG at every measurement on the runs measured) costs a fixed
+      `M top_k` Hessian-vector products per measurement and has no convergence loop: on
+      `mlp-digits` the discrete run then costs 2.2-2.9x a GD step at `M = 3` or 4 instead of
+      7-11x, off by a median 1.5e-4 / 3e-5 and at most 3% at EoS, but more right after a
+      catapult (docs, benchmarks: "Cost of a step"). Its first measurement (of each run and flow) starts from
       the top eigenvectors converged by the default eigensolver at the start.
     - `chunk`: steps per compiled chunk; after each chunk results go to the host (and to
       `out/checkpoint.npz` when `out` is given).
