@@ -7,7 +7,8 @@ Each repeat is a fresh Python process (nothing compiled yet) that makes one `rod
 with the discrete run, gradient flow (`stable`), Rod Flow and Central Flow at their defaults,
 in float32 and then, in another process, in float64, and reports each run kind's `compile_s`
 (JAX's tracing, lowering and XLA compile events of that run kind's chunk program,
-`metrics.json`'s `compile_s`; the initial states are computed op by op and not counted) and the
+`metrics.json`'s `compile_s`; the initial states are computed op by op and not counted, except
+the Krylov estimator's compiled cold start, not used here) and the
 process's wall time. The JSON keeps the rodflow commit measured (and whether its files had
 uncommitted changes; `--label` names an entry, e.g. for an older checkout measured with this
 script: `git worktree add /tmp/old COMMIT`, then `PYTHONPATH=/tmp/old python

@@ -282,7 +282,7 @@ def grid_flow_init(flow: AbstractFlow, problem: Problem, opt_map: AbstractMap, l
         args = flow_args(problem, opt_map, lr_, z_, start_step, schedule)
         y0 = flow.init(x_, args)
         U = U0
-        if cold_start(eig):
+        if cold_start(eig) and flow.measures_eigenvalues:
             U = converged_block(flow.sharpness, y0, args, U0, jnp.asarray(start_step, x_.dtype))
         return FlowCarry(y0, U, y0, jnp.zeros((), jnp.int32), jnp.zeros((), bool))
 

@@ -29,8 +29,8 @@ def branch(pred, true_fn, false_fn):
     lane). Outside the grid axis (a single run) it is a plain `lax.cond`: the program holds
     each side once, with no `both` (which would compile both sides a second time: Central
     Flow's cone problem and third-derivative terms, the rod's two ends; on `mlp-digits` that
-    took Central Flow's compile time from 13.8 to 11.0 s, and the rod's from 2.8 to 2.4 s, with
-    bit-identical results).
+    took Central Flow's compile time from 13.5 to about 11 s and the rod's from 3.0 to 2.4 s,
+    `benchmarks/results/compile_times.json`, with bit-identical results).
 
     Not a `lax.while_loop` of at most one iteration per side, as an earlier version had it: a
     side that does not depend on the loop's carry is loop-invariant, and XLA's loop-invariant

@@ -26,6 +26,7 @@ from ._metrics import (
 )
 from ._problem import Problem
 from ._settings import Settings
+from ._spectrum import resolve_method
 from .flows import AbstractFlow
 
 
@@ -385,7 +386,9 @@ def assemble(problem: Problem, opt_map: AbstractMap, lr: float, settings: Settin
         "loss_smooth_window": LOSS_SMOOTH_WINDOW,
         "start_step": start,
         "sharpness_every": every,
-        "eigensolver": {"method": settings.eig_method, "iters": settings.eig_iters, "top_k": settings.top_k},
+        "eigensolver": {"method": settings.eig_method,
+                        "resolved": resolve_method(settings.eig_method, problem.dim, settings.top_k),
+                        "iters": settings.eig_iters, "top_k": settings.top_k},
         "chunk": settings.chunk_len,
         "device": str(jax.devices()[0]),
         "flows": flows_m,

@@ -41,6 +41,11 @@ EIG_ITERS = 40  # default eigensolver iterations per measurement (LOBPCG, power 
 KRYLOV_BLOCKS = 8  # default blocks of the Krylov estimator (eig_method="krylov")
 
 
+def default_eig_iters(method: str) -> int:
+    """`eig_iters` when not given: Krylov blocks for `"krylov"`, iterations otherwise."""
+    return KRYLOV_BLOCKS if method == "krylov" else EIG_ITERS
+
+
 def _help(text: str) -> dict:
     return {"help": text}
 
@@ -139,7 +144,7 @@ class Settings:
                              f"which the flows start from the discrete run's state, or 'auto', got "
                              f"{self.start_step!r}.")
         if self.eig_iters is None:  # by method (the Krylov estimator's blocks are a fixed cost)
-            object.__setattr__(self, "eig_iters", KRYLOV_BLOCKS if self.eig_method == "krylov" else EIG_ITERS)
+            object.__setattr__(self, "eig_iters", default_eig_iters(self.eig_method))
         for name in ("sharpness_every", "chunk", "top_k", "eig_iters"):
             check_positive(name, getattr(self, name), int)
         mb = self.memory_mb
@@ -159,8 +164,8 @@ class Settings:
     @classmethod
     def from_options(cls, settings: Settings | None, options: dict) -> Settings:
         """`settings` (or the defaults) with the keyword `options` replacing fields; an unknown
-        option is a `TypeError` naming it. A new `eig_method` without `eig_iters` takes that
-        method's default iterations."""
+        option is a `TypeError` naming it. Another `eig_method` without `eig_iters` takes that
+        method's default iterations if `settings` had its own method's default."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(options) - names)
         if unknown:
@@ -170,8 +175,10 @@ class Settings:
             if "steps" not in options:
                 raise TypeError("missing the run setting `steps` (number of optimiser steps).")
             return cls(**options)
-        if "eig_method" in options and "eig_iters" not in options:
-            options = {**options, "eig_iters": None}  # another method: its own default iterations
+        method = options.get("eig_method", settings.eig_method)
+        if ("eig_iters" not in options and method != settings.eig_method
+                and settings.eig_iters == default_eig_iters(settings.eig_method)):
+            options = {**options, "eig_iters": None}  # another method, iterations by default: its own
         return dataclasses.replace(settings, **options)
 
     def fitted(self, grid: int, dim: int, itemsize: int) -> Settings:

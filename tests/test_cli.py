@@ -156,12 +156,13 @@ def test_rod_order_option_reaches_the_flow(tmp_path):
 
 
 def test_krylov_estimator_without_eig_iters_uses_its_default_blocks(tmp_path):
-    # `--eig-method krylov` alone: 8 blocks (not LOBPCG's 40 iterations, which would exceed a
-    # small model's parameters); metrics.json records the eigensolver the run used
+    # `--eig-method krylov` alone: 8 blocks, not LOBPCG's 40 iterations as blocks (a Krylov space
+    # of 40 vectors, or the size error on a model with fewer parameters); metrics.json records
+    # the eigensolver the run used
     code = main(["compare", "--problem", "mlp-digits", "--n", "40", "--width", "8", "--lr", "0.3",
                  "--steps", "30", "--flows", "discrete", "--eig-method", "krylov", "--no-progress",
                  "--no-figure", "--out", str(tmp_path)])
     assert code == 0
     m = json.loads((tmp_path / "metrics.json").read_text())
-    assert m["eigensolver"] == {"method": "krylov", "iters": 8, "top_k": 1}
+    assert m["eigensolver"] == {"method": "krylov", "resolved": "krylov", "iters": 8, "top_k": 1}
     assert m["sharpness_initial"] > 0

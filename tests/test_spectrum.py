@@ -147,7 +147,7 @@ def test_lobpcg_breakdown_falls_back_to_power_iteration_per_lane(monkeypatch):
 
 def test_discrete_run_with_the_krylov_estimator_tracks_the_default_sharpness():
     """A run with `eig_method="krylov"` at its default 8 blocks measures the same sharpness
-    series as the default LOBPCG run, in a sweep as in a single run, for the discrete run and
+    series as the default LOBPCG run, in a sweep of two step sizes, for the discrete run and
     for a flow, from the first measurement on: the estimator starts from vectors converged by
     the default eigensolver (from the random block, 3-4 blocks were off by 20-35% at first)."""
     p = rodflow.problems.get("mlp-digits", n=200, width=16, depth=2, seed=1)
@@ -156,7 +156,10 @@ def test_discrete_run_with_the_krylov_estimator_tracks_the_default_sharpness():
     # within the first 10 steps); lr 0.1 then sits at EoS, lr 0.2 sharpens back to it
     ref = rodflow.sweep(p, lrs=[0.1, 0.2], **kw)
     est = rodflow.sweep(p, lrs=[0.1, 0.2], eig_method="krylov", **kw)
-    assert est.runs[0].metrics["eigensolver"] == {"method": "krylov", "iters": 8, "top_k": 1}
+    assert est.runs[0].metrics["eigensolver"] == {"method": "krylov", "resolved": "krylov", "iters": 8,
+                                                  "top_k": 1}
+    assert ref.runs[0].metrics["eigensolver"] == {"method": "auto", "resolved": "lobpcg", "iters": 40,
+                                                  "top_k": 1}
     for i in range(2):
         for run in ("discrete", "stable"):
             a = np.asarray(ref.runs[i].series[run]["sharpness"], float)
@@ -181,3 +184,19 @@ def test_eig_iters_default_follows_the_method():
     k = rodflow.Settings(steps=10, eig_method="krylov")
     assert rodflow.Settings.from_options(k, {"eig_method": "lobpcg"}).eig_iters == 40
     assert rodflow.Settings.from_options(k, {"steps": 20}).eig_iters == 8
+    # an explicit value stays: with the same method, and with another one
+    k4 = rodflow.Settings(steps=10, eig_method="krylov", eig_iters=4)
+    assert rodflow.Settings.from_options(k4, {"eig_method": "krylov"}).eig_iters == 4
+    assert rodflow.Settings.from_options(k4, {"eig_method": "lobpcg"}).eig_iters == 4
+
+
+def test_krylov_cold_start_of_a_warm_started_flow():
+    """A flow warm-started at step 50 takes its converged block at its own start (time 50): its
+    first measurement agrees with the default eigensolver's."""
+    p = rodflow.problems.get("mlp-digits", n=200, width=16, depth=2, seed=1)
+    kw = dict(lr=0.1, steps=100, flows=("discrete", "stable"), start_step=50, figure=False)
+    ref = np.asarray(rodflow.compare(p, **kw).series["stable"]["sharpness"], float)
+    est = np.asarray(rodflow.compare(p, eig_method="krylov", **kw).series["stable"]["sharpness"], float)
+    assert np.all(np.isnan(ref[:5])) and np.all(np.isnan(est[:5]))  # the flow starts at step 50
+    rel = np.abs(est[5:] - ref[5:]) / ref[5:]
+    assert rel[0] < 1e-4 and rel.max() < 1e-2, rel

@@ -3,7 +3,7 @@ from __future__ import annotations
 import abc
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import diffrax
 import equinox as eqx
@@ -80,6 +80,8 @@ class AbstractFlow(eqx.Module):
 
     name: eqx.AbstractClassVar[str]
     requires: eqx.AbstractClassVar[tuple[type, ...]]
+    # whether `sharpness` measures with the eigensolver (the rods report their own curvature)
+    measures_eigenvalues: ClassVar[bool] = True
     solver: eqx.AbstractVar[diffrax.AbstractSolver]
     dt: eqx.AbstractVar[float]
     rtol: eqx.AbstractVar[float | None]

@@ -8,6 +8,7 @@ The concrete rods are [`RodFlow`][] (first order, on the map's joint state `z`) 
 from __future__ import annotations
 
 import abc
+from typing import ClassVar
 
 import equinox as eqx
 import jax
@@ -155,6 +156,8 @@ class AbstractRodFlow(AbstractFlow):
         plus, minus = self.ends(y)
         loss = args.problem.loss_flat
         return 0.5 * (loss(self._params(plus, args)) + loss(self._params(minus, args)))
+
+    measures_eigenvalues: ClassVar[bool] = False
 
     def sharpness(self, y, args: FlowArgs, U0, t=None, **kwargs):
         return self.curvature(y, args, t), U0
