@@ -332,7 +332,8 @@ def test_branch_leaves_an_unneeded_side_inside_its_conditional(lanes):
     """The work of a side sits in a branch of the compiled `conditional`, not in the program's
     entry: an earlier one-iteration `while_loop` gate let XLA hoist its loop-invariant side out
     of the loop, so the side ran on every call (the eigensolver's power-iteration fallback ran
-    after every LOBPCG call). Marker: `eigh`, a LAPACK custom call on the CPU."""
+    after every LOBPCG call). Marker: `eigh`, a LAPACK custom call on the CPU. Outside a sweep
+    the side is compiled once (a third, both-sides branch doubled Central Flow's compile work)."""
     from rodflow._chunks import over_grid
     from rodflow._lax import branch
 
@@ -346,6 +347,9 @@ def test_branch_leaves_an_unneeded_side_inside_its_conditional(lanes):
     assert "custom-call" in hlo and "conditional" in hlo  # eigh is compiled, behind a cond
     assert "custom-call" not in _entry_computation(hlo)
     np.testing.assert_array_equal(compiled(xs), xs)  # no lane needed the eigh side
+    # a single run (a grid of one) is a plain cond: its side compiled once; a sweep's grid
+    # also compiles the side that runs both (the eigh twice)
+    assert hlo.count("custom-call(") == (1 if lanes == 1 else 2)
 
 
 def test_smooth_nu_without_second_moment_is_the_plain_rod():
