@@ -250,14 +250,18 @@ def sweep_gpu() -> str:
 
 
 def sweep_split() -> str:
-    d = json.loads((RESULTS / "sweep_split.json").read_text())
-    rows = ["| rod | run kind | 16 sequential `compare` run s | one `sweep` run s | sweep / sequential |",
-            "|---|---|---|---|---|"]
-    for key, label in (("default_rod", "default"), ("rod_rho_switch_0", "`rho_switch=0` (no switch)")):
-        e = d[key]
-        for kind, ratio in e["sweep_over_sequential_run_s"].items():
-            rows.append(f"| {label} | {kind} | {_g(e['sequential_compare']['run_s_by_kind'][kind])} | "
-                        f"{_g(e['sweep']['run_s_by_kind'][kind])} | {_g(ratio)} |")
+    rows = ["| eigensolver | rod | run kind | 16 sequential `compare` run s | one `sweep` run s | "
+            "sweep / sequential |", "|---|---|---|---|---|---|"]
+    for name in ("sweep_split.json", "sweep_split_krylov.json"):
+        if not (RESULTS / name).exists():
+            continue
+        d = json.loads((RESULTS / name).read_text())
+        eig = d["config"].get("eig_method") or "default (LOBPCG)"
+        for key, label in (("default_rod", "default"), ("rod_rho_switch_0", "`rho_switch=0` (no switch)")):
+            e = d[key]
+            for kind, ratio in e["sweep_over_sequential_run_s"].items():
+                seq, sweep = (e[v]["run_s_by_kind"][kind] for v in ("sequential_compare", "sweep"))
+                rows.append(f"| {eig} | {label} | {kind} | {_g(seq)} | {_g(sweep)} | {_g(ratio)} |")
     return "\n".join(rows)
 
 

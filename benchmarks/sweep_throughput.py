@@ -4,6 +4,8 @@
     python benchmarks/sweep_throughput.py --gpu --lrs 64 --out benchmarks/results/sweep_throughput_gpu.json
     python benchmarks/sweep_throughput.py --batching-only --lrs 16
     python benchmarks/sweep_throughput.py --split --steps 500 --out benchmarks/results/sweep_split.json
+    python benchmarks/sweep_throughput.py --split --steps 500 --eig-method krylov \
+        --out benchmarks/results/sweep_split_krylov.json
 
 On `mlp-digits` (float32 by default, `--x64` for float64), flows `discrete` + `rod`:
   (a) one `rodflow.sweep` call over all step sizes,
@@ -17,7 +19,8 @@ parameter vectors: the most any sweep can gain from batching on this machine. Wi
 it runs (a) and (b) only, twice: with the default rod and with `RodFlow(rho_switch=0)` (finite
 differences at every rod length, no switch to the Hessian-vector product below `rho_switch`),
 and reports each run kind's execution time (`run_s_by_kind`, compilation excluded) and its
-ratio sweep / sequential: where a sweep loses its time.
+ratio sweep / sequential: where a sweep loses its time. `--eig-method krylov` measures the
+sharpness with the fixed-cost Krylov estimator instead of LOBPCG (no loop to wait on).
 """
 
 from __future__ import annotations
@@ -42,7 +45,8 @@ import rodflow
 p = rodflow.problems.get("mlp-digits")
 lrs = np.linspace(cfg["lr_min"], cfg["lr_max"], cfg["n_lrs"]).tolist()
 rod = {} if cfg.get("rho_switch") is None else {"rho_switch": cfg["rho_switch"]}
-kw = dict(steps=cfg["steps"], flows={"rod": rodflow.RodFlow(**rod)}, figure=False)
+eig = {} if cfg.get("eig_method") is None else {"eig_method": cfg["eig_method"]}
+kw = dict(steps=cfg["steps"], flows={"rod": rodflow.RodFlow(**rod)}, figure=False, **eig)
 t0 = time.perf_counter()
 out = {"variant": cfg["variant"], "devices": len(jax.devices()), "device": str(jax.devices()[0])}
 if cfg["variant"] in ("sweep", "sweep_sharded"):
@@ -120,7 +124,7 @@ print("RESULT " + json.dumps(out))
 
 def run_child(variant, args, env_extra=None, rho_switch=None):
     cfg = dict(variant=variant, x64=args.x64, lr_min=args.lr_min, lr_max=args.lr_max, n_lrs=args.lrs,
-               steps=args.steps, rho_switch=rho_switch)
+               steps=args.steps, rho_switch=rho_switch, eig_method=args.eig_method)
     env = dict(os.environ, **(env_extra or {}))
     t = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", CHILD, json.dumps(cfg)], capture_output=True, text=True,
@@ -150,6 +154,9 @@ def main(argv=None):
     ap.add_argument("--split", action="store_true",
                     help="only the sweep against sequential runs, each run kind's time apart, with the "
                          "default rod and with rho_switch=0 (no small-rod switch: finite differences only)")
+    ap.add_argument("--eig-method", default=None,
+                    help="the sharpness's eigensolver (default: the library's; e.g. krylov, at its "
+                         "default 8 blocks)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/sweep_throughput.json"))
     args = ap.parse_args(argv)
     result = {"command": "python " + " ".join(sys.argv), "machine": platform.machine(),

@@ -95,7 +95,7 @@ def _models(key):
 def test_models_unbatched_and_under_vmap():
     for model, xs in _models(jr.PRNGKey(0)):
         single = jnp.stack([eqx.filter_jit(model)(x) for x in xs])
-        batched = eqx.filter_jit(jax.vmap(model))(xs)
+        batched = eqx.filter_jit(eqx.filter_vmap(model))(xs)
         assert batched.shape == single.shape
         assert jnp.allclose(single, batched, rtol=1e-10, atol=1e-10), type(model).__name__
         assert jnp.all(jnp.isfinite(batched))
