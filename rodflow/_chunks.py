@@ -98,11 +98,12 @@ def discrete_init(problem: Problem, opt_map: AbstractMap, lr, x0, U0, schedule=N
                   eig: EigConfig | None = None) -> DiscreteCarry:
     lr0 = scaled(lr, schedule, jnp.asarray(0, jnp.int32))
     opt = opt_map.optimizer(lr0)
-    x1 = optax.apply_updates(x0, opt.update(jax.grad(problem.loss_flat)(x0), opt.init(x0), x0)[0])
+    state0 = opt.init(x0)
+    x1 = optax.apply_updates(x0, opt.update(jax.grad(problem.loss_flat)(x0), state0, x0)[0])
     if cold_start(eig):
-        z0 = opt_map.pack(problem, x0, opt.init(x0))
+        z0 = opt_map.pack(problem, x0, state0)
         U0 = converged_block(opt_map.sharpness, problem, z0, lr0, U0, jnp.zeros((), x0.dtype))
-    return DiscreteCarry(x0, opt.init(x0), U0, 0.5 * (x0 + x1), x0)
+    return DiscreteCarry(x0, state0, U0, 0.5 * (x0 + x1), x0)
 
 
 def discrete_chunk(problem: Problem, opt_map: AbstractMap, lr, carry: DiscreteCarry, k0, n_last, *,

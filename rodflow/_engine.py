@@ -13,7 +13,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _io
-from ._chunks import grid_discrete_chunk, grid_discrete_init, grid_flow_chunk, grid_flow_init, grid_warm_state
+from ._chunks import (
+    converged_block,
+    grid_discrete_chunk,
+    grid_discrete_init,
+    grid_flow_chunk,
+    grid_flow_init,
+    grid_warm_state,
+)
 from ._maps import AbstractMap
 from ._parallel import Layout, is_writer, to_host
 from ._problem import Problem
@@ -33,7 +40,7 @@ _COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration",
 
 # programs compiled on their own (not inside the target's trace) by a run kind's initial state,
 # which is computed op by op: their compilation counts as the run kind's
-_OWN_INIT_PROGRAMS = ("converged_block", "jit(converged_block)")
+_OWN_INIT_PROGRAMS = (converged_block.__name__, f"jit({converged_block.__name__})")
 
 
 @contextlib.contextmanager

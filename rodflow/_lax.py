@@ -6,24 +6,15 @@ import jax
 import jax.numpy as jnp
 
 GRID_AXIS = "grid"
-"""The name of the engine's `vmap` axis over grid points (see [`any_lane`][])."""
-
-
-def any_lane(pred):
-    """`pred` for some lane of the grid: inside the engine's `vmap` over grid points (axis
-    [`GRID_AXIS`][]) an unbatched `any` over the lanes; outside it (a single run, or a user's own
-    `vmap`) `pred` itself."""
-    try:
-        return jax.lax.psum(jnp.asarray(pred, jnp.int32), GRID_AXIS) > 0
-    except NameError:  # the grid axis is not bound here
-        return pred
+"""The name of the engine's `vmap` axis over grid points (see [`branch`][])."""
 
 
 def branch(pred, true_fn, false_fn):
     """`true_fn()` where `pred`, else `false_fn()` (pytrees of the same structure), evaluating
     only what some lane needs.
 
-    `lax.cond`s on predicates that are the same for every lane ([`any_lane`][]): when every lane
+    `lax.cond`s on predicates that are the same for every lane (counts of the lanes where `pred`
+    holds, a sum over the engine's grid axis [`GRID_AXIS`][]): when every lane
     takes the same side, only that side runs; when the lanes disagree, both run and each lane
     selects its own (a `cond` on a batched predicate would instead run both sides in every
     lane). Outside the grid axis (a single run) it is a plain `lax.cond`: the program holds

@@ -13,13 +13,16 @@ import numpy as np
 
 from ._spectrum import METHODS
 
+EIG_ITERS = 40  # default eigensolver iterations per measurement (LOBPCG, power iteration)
+KRYLOV_BLOCKS = 8  # default blocks of the Krylov estimator (eig_method="krylov")
+
 
 class EigConfig(eqx.Module):
     """Eigensolver settings for the sharpness measurements (static: part of the compiled program)."""
 
     k: int = eqx.field(static=True, default=1)
     method: str = eqx.field(static=True, default="auto")
-    max_iters: int = eqx.field(static=True, default=40)
+    max_iters: int = eqx.field(static=True, default=EIG_ITERS)
 
 
 def check_positive(name: str, value, kind=float) -> None:
@@ -37,8 +40,6 @@ def check_positive(name: str, value, kind=float) -> None:
 
 
 MAX_STEPS = 2**31 - 2**20
-EIG_ITERS = 40  # default eigensolver iterations per measurement (LOBPCG, power iteration)
-KRYLOV_BLOCKS = 8  # default blocks of the Krylov estimator (eig_method="krylov")
 
 
 def default_eig_iters(method: str) -> int:
@@ -112,7 +113,7 @@ class Settings:
     eig_iters: int | None = dataclasses.field(
         default=None,
         metadata=_help("eigensolver iterations per measurement; krylov: blocks of the Krylov space, 2-8 "
-                       "(default 40; krylov 8)"))
+                       f"(default {EIG_ITERS}; krylov {KRYLOV_BLOCKS})"))
     chunk: int = dataclasses.field(default=500, metadata=_help("steps per compiled chunk / checkpoint"))
     memory_mb: float = dataclasses.field(
         default=4096.0,
