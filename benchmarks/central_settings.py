@@ -22,11 +22,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 from pathlib import Path
 
 import jax
+from _record import load_results, save_entry
 
 
 def main(argv=None):
@@ -42,7 +42,6 @@ def main(argv=None):
     import numpy as np
 
     import rodflow
-    from rodflow._io import write_json
 
     problem = rodflow.problems.get(args.problem, **({"seed": args.seed} if args.seed else {}))
     flows = {"rod": rodflow.RodFlow(),
@@ -77,11 +76,7 @@ def main(argv=None):
             **extra,
         }
     key = f"{args.problem}/seed={args.seed}/{'f64' if args.x64 else 'f32'}/steps={args.steps}"
-    results = json.loads(args.out.read_text()) if args.out.exists() else {"runs": {}}
-    results.update(jax=jax.__version__, device=str(jax.devices()[0]), machine=platform.machine(),
-                   cpus=os.cpu_count())
-    results["runs"][key] = entry
-    write_json(args.out, results)
+    save_entry(args.out, load_results(args.out, "runs"), "runs", key, entry)
     print(json.dumps({key: entry}, indent=1))
     return 0
 

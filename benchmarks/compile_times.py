@@ -22,12 +22,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from _record import load_results, save_entry
 
 FLOWS = ("discrete", "stable", "rod", "central")
 
@@ -57,7 +58,6 @@ def main(argv=None):
     if args.child:
         print(json.dumps(_one(args.problem, args.steps, args.child == "f64")))
         return
-    import jax
 
     import rodflow
 
@@ -85,13 +85,8 @@ def main(argv=None):
             "median_s": {k: statistics.median(r["compile_s"][k] for r in runs) for k in kinds},
             "max_s": {k: max(r["compile_s"][k] for r in runs) for k in kinds},
         }
-    results = json.loads(args.out.read_text()) if args.out.exists() else {}
-    results.update(jax=jax.__version__, device=str(jax.devices()[0]), machine=platform.machine(),
-                   cpu_count=os.cpu_count())
     key = f"{args.problem}/steps={args.steps}" + (f"/{args.label}" if args.label else "")
-    results.setdefault("entries", {})[key] = entry
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    save_entry(args.out, load_results(args.out, "entries"), "entries", key, entry)
     print(f"wrote {args.out}")
 
 

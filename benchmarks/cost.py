@@ -44,12 +44,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 import jax
+from _record import save_entry
 
 
 def _best_ms(fn, x, steps, repeats=3):
@@ -243,10 +243,7 @@ def main(argv=None):
         entry["compile_s"]["central"] = cf["flows"]["central"]["compile_s"]
         entry["accuracy"]["central"] = {m: cs["flows"]["central"].get(m)
                                         for m in ("rel_dist_mean_eos", "loss_err_eos")}
-    results.update(jax=jax.__version__, device=str(jax.devices()[0]), machine=platform.machine(),
-                   cpus=os.cpu_count())
-    results["runs"][key] = entry
-    write_json(args.out, results)
+    save_entry(args.out, results, "runs", key, entry)
     print(json.dumps({key: entry}, indent=1))
     return 0
 
