@@ -61,13 +61,16 @@ class Settings:
     - `sharpness_every`: measure the sharpness every this many steps (EoS onset resolution).
     - `top_k`, `eig_method`, `eig_iters`: eigensolver settings (see [`rodflow.top_eigenpairs`][]).
       The default, LOBPCG warm-started to a relative residual of `1e-4` in at most `eig_iters=40`
-      iterations, is accurate to about `1e-6`. `eig_method="krylov"` with `eig_iters=M` (2 to 8;
+      iterations, is accurate to about `1e-6`. `eig_method="krylov"` with `eig_iters=M` (1 to 8;
       default 8, within 0.3% of LOBPCG at every measurement on the runs measured) costs a fixed
       `M top_k` Hessian-vector products per measurement and has no convergence loop: on
       `mlp-digits` the discrete run then costs 2.2-2.9x a GD step at `M = 3` or 4 instead of
       7-11x, off by a median 1.5e-4 / 3e-5 and at most 3% at EoS, but more right after a
       catapult (docs, benchmarks: "Cost of a step"). Its first measurement (of each run and flow) starts from
-      the top eigenvectors converged by the default eigensolver at the start.
+      the top eigenvectors converged by the default eigensolver at the start. `M = 1` (one
+      Rayleigh quotient and one power step per measurement) is the cheapest: 1.9-2.1x a GD step
+      on `mlp-digits`, off by a median 0.2-0.4% and at most 5% from the EoS onset, but useless
+      on a run whose top eigenvector turns within `sharpness_every` steps (`cnn-digits`: up to 100%).
     - `chunk`: steps per compiled chunk; after each chunk results go to the host (and to
       `out/checkpoint.npz` when `out` is given).
     - `memory_mb`: device memory (MB) for a chunk's per-step buffers (GD's centre at every step
@@ -112,7 +115,7 @@ class Settings:
         default="auto", metadata=_help("eigensolver for the sharpness"))
     eig_iters: int | None = dataclasses.field(
         default=None,
-        metadata=_help("eigensolver iterations per measurement; krylov: blocks of the Krylov space, 2-8 "
+        metadata=_help("eigensolver iterations per measurement; krylov: blocks of the Krylov space, 1-8 "
                        f"(default {EIG_ITERS}; krylov {KRYLOV_BLOCKS})"))
     chunk: int = dataclasses.field(default=500, metadata=_help("steps per compiled chunk / checkpoint"))
     memory_mb: float = dataclasses.field(

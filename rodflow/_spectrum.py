@@ -37,9 +37,9 @@ def resolve_method(method: str, n: int, k: int, max_iters: int | None = None) ->
     if method == "lobpcg" and 5 * k >= n:
         raise ValueError(f"LOBPCG needs 5k < n (got k={k}, n={n}); use method='dense'.")
     if method == "krylov" and max_iters is not None:
-        if max_iters < 2:
-            raise ValueError(f"the Krylov estimator needs at least 2 blocks (eig_iters >= 2) to refine "
-                             f"its start, got {max_iters}.")
+        if max_iters < 1:
+            raise ValueError(f"the Krylov estimator needs at least 1 block (eig_iters >= 1), "
+                             f"got {max_iters}.")
         if max_iters * k > n:
             raise ValueError(f"the Krylov space of {max_iters} blocks of {k} vectors is larger than the "
                              f"{n} parameters; lower the iterations (eig_iters) or use method='dense'.")
@@ -68,10 +68,16 @@ def _krylov(matvec, U0, blocks):
     Each new block is the last block's image made orthogonal to the basis so far by a
     Householder QR of `[basis, image]`, whose `Q` is orthonormal even when the image lies in
     the basis's span (an invariant subspace: the extra directions are then arbitrary and
-    harmless)."""
+    harmless). With one block the Ritz vectors span `U0` itself and would never improve, so
+    the vectors returned are their images `H U0 S` made orthonormal (one power step, from the
+    products already taken): the next measurement starts from them."""
     k = U0.shape[1]
     V = jnp.linalg.qr(U0)[0]
     HV = matvec(V)
+    if blocks == 1:
+        T = V.T @ HV
+        w, S = jnp.linalg.eigh(0.5 * (T + T.T))
+        return w[::-1], jnp.linalg.qr(HV @ S[:, ::-1])[0]
     for _ in range(blocks - 1):
         new = jnp.linalg.qr(jnp.concatenate([V, HV[:, -k:]], axis=1))[0][:, -k:]
         V, HV = jnp.concatenate([V, new], axis=1), jnp.concatenate([HV, matvec(new)], axis=1)
@@ -115,7 +121,11 @@ def top_eigenpairs(
       `m = max_iters`, warm-started like LOBPCG: a fixed cost of `m k` Hessian-vector products and no
       convergence test, so no data-dependent loop (on a GPU, no round trip to the host). From one
       measurement to the next the starting block is the previous Ritz vectors, so a run refines
-      them like a restarted block Lanczos method. Meant for `m` of 2 to 8; the error this leaves
+      them like a restarted block Lanczos method. With `m = 1` (`k` products) the eigenvalues are
+      the Rayleigh-Ritz values of `U0` alone and the vectors returned are not their Ritz vectors
+      but the next power-iteration block, orthonormalised `H U0`: over a run the measurements
+      then carry on one block power iteration, one step per measurement, and each value lags
+      the vectors by that step. Meant for `m` of 1 to 8; the error this leaves
       along a GD run is measured in `benchmarks/sharpness_estimators.py`. The runs
       ([`rodflow.compare`][], [`rodflow.sweep`][]) start it from a block converged by `"auto"`
       at the start (a random `U0` leaves the first measurements far off).

@@ -101,8 +101,33 @@ def test_krylov_from_an_eigenvector_and_too_many_blocks(mlp):
     n = x.shape[0]
     with pytest.raises(ValueError, match="eig_iters"):
         top_eigenpairs(p.loss_flat, x, initial_vectors(n, 2, x.dtype), method="krylov", max_iters=n // 2 + 1)
-    with pytest.raises(ValueError, match="at least 2 blocks"):
-        top_eigenpairs(p.loss_flat, x, initial_vectors(n, 1, x.dtype), method="krylov", max_iters=1)
+    with pytest.raises(ValueError, match="at least 1 block"):
+        top_eigenpairs(p.loss_flat, x, initial_vectors(n, 1, x.dtype), method="krylov", max_iters=0)
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_one_block_krylov_is_a_rayleigh_quotient_and_a_power_step(mlp, k):
+    """With one block (`k` products) the values are the Rayleigh-Ritz values of `U0` and the
+    vectors handed on are `H U0` (on the Ritz basis) made orthonormal, one step of block power
+    iteration: restarted from its own vectors it converges to the top eigenpairs, from below."""
+    p, x, eigs = mlp
+    H = np.asarray(jax.hessian(p.loss_flat)(x))
+    U0 = initial_vectors(x.shape[0], k, x.dtype)
+    Q = np.linalg.qr(np.asarray(U0))[0]
+    ritz, S = np.linalg.eigh(Q.T @ H @ Q)
+    top = jax.jit(lambda x, U: top_eigenpairs(p.loss_flat, x, U, method="krylov", max_iters=1))
+    vals, U = top(x, U0)
+    np.testing.assert_allclose(vals, ritz[::-1], rtol=1e-8)
+    U = np.asarray(U)
+    np.testing.assert_allclose(U.T @ U, np.eye(k), atol=1e-10)
+    power = np.linalg.qr(H @ Q @ S[:, ::-1])[0]  # the same span, and column by column up to sign
+    np.testing.assert_allclose(np.abs(np.sum(U * power, axis=0)), 1.0, rtol=1e-8)
+    errors = []
+    for _ in range(300):
+        vals, U = top(x, U)
+        assert np.all(np.asarray(vals) <= eigs[:k] * (1 + 1e-12))
+        errors.append(float(np.max(np.abs(np.asarray(vals) - eigs[:k]) / eigs[:k])))
+    assert errors[-1] < 1e-6 and errors[-1] <= errors[0]
 
 
 def test_bad_method_and_k():
