@@ -277,6 +277,38 @@ def sharpness_estimators() -> str:
     return "\n".join(rows)
 
 
+def growth_guard() -> str:
+    from rodflow.flows._rod import GROWTH_GUARD
+
+    def where(c):
+        out = ", ".join(f"{k} {c[k]}" for k in ("seed", "steps", "lr") if c.get(k) is not None)
+        if c.get("opt"):
+            opt = c["opt"] + "".join(f"@{k}={v}" for k, v in c.get("opt_kw", {}).items())
+            out = f"{opt}{' (warm)' if c.get('warm') else ''}, {out}"
+        if c.get("lrs"):
+            out += f", sweep of {len(c['lrs'])} lrs up to {max(c['lrs']):g}"
+        if c.get("schedule"):
+            out += ", lr schedule"
+        return out
+
+    rows = ["| runs (configurations file) | problem | configurations | largest `-2 - q` | where | "
+            f"above {GROWTH_GUARD:g} (the guard acts) |", "|---|---|---|---|---|---|"]
+    for name, label in (("f32", "float32"), ("x64", "float64"), ("opt", "optimisers with state, float64"),
+                        ("gpu_f32", "float32, as the GPU rows"), ("gpu_x64", "float64, as the GPU rows")):
+        lines = (RESULTS / f"growth_guard_{name}.jsonl").read_text().splitlines()
+        by_problem: dict[str, list] = {}
+        for line in lines:
+            e = json.loads(line)
+            by_problem.setdefault(e["config"]["problem"], []).append(e)
+        for problem, es in by_problem.items():
+            top = max(es, key=lambda e: e["max_linear_rate"])
+            above = "; ".join(f"{where(e['config'])}: {_g(e['max_linear_rate'], 3)}" for e in es
+                              if e["max_linear_rate"] > GROWTH_GUARD) or "none"
+            rate, at = _g(top["max_linear_rate"], 3), where(top["config"])
+            rows.append(f"| {label} ({name}.json) | {problem} | {len(es)} | {rate} | {at} | {above} |")
+    return "\n".join(rows)
+
+
 def _optimizers():
     import sys
 
@@ -347,7 +379,7 @@ def scale() -> str:
 TABLES = ("flagship", "eos_tracking", "flows_cost_accuracy", "rod_timing", "noise_floor",
           "optimizers_acceptance", "optimizers_runs", "optimizers_central", "cost", "cost_gpu",
           "cost_cmdbuf_gpu", "cost_krylov", "central_settings", "compile_times", "sweep_gpu", "sweep_split",
-          "sharpness_estimators", "schedule", "scale")
+          "sharpness_estimators", "schedule", "scale", "growth_guard")
 
 
 def _markers(name: str) -> tuple[str, str]:

@@ -286,6 +286,41 @@ def test_map_growth_carries_gds_decay_through_the_annihilation():
         assert gd / 4 < rho[f] < 4 * gd, (f, rho[f], gd)
 
 
+def test_linear_growth_is_the_papers_rate_up_to_its_guard():
+    from rodflow.flows._rod import GROWTH_GUARD, linear_growth
+
+    # quadratic, v an eigenvector (q = -eta lambda): bit for bit -2 - q up to GROWTH_GUARD = 3
+    # per step (eta lambda <= 5), then held at 3 until the map's growth log(eta lambda - 1)
+    # exceeds it (eta lambda = 1 + e^3), which it follows above; never above the paper's rate
+    zero = jnp.zeros(3)
+    x = jnp.concatenate([jnp.linspace(-1.0, 5.0, 6001), jnp.asarray([1.0 + np.e**3])])
+    g = np.asarray(jax.vmap(lambda x: linear_growth(-x, zero))(x))
+    lin = np.asarray(-2.0 - (-x))
+    below = np.asarray(x) <= 2.0 + GROWTH_GUARD
+    assert GROWTH_GUARD == 3.0 and np.array_equal(g[below], lin[below])
+    for xi in (6.0, 8.0, 1.0 + np.e**3 - 1e-6):
+        assert float(linear_growth(jnp.asarray(-xi), zero)) == 3.0
+    for xi in (1.0 + np.e**3 + 0.5, 40.0):
+        np.testing.assert_allclose(float(linear_growth(jnp.asarray(-xi), zero)), np.log(xi - 1.0), rtol=1e-12)
+        assert float(linear_growth(jnp.asarray(-xi), zero)) < xi - 2.0
+    xs = jnp.linspace(4.0, 30.0, 26001)  # continuous: steps of 0.001 move it by at most 0.001
+    assert float(jnp.max(jnp.abs(jnp.diff(jax.vmap(lambda x: linear_growth(-x, zero))(xs))))) <= 1.0001e-3
+
+
+def test_default_rod_survives_a_catapult_from_initialisation():
+    # eos-toy started at sharpness e^3 = 20 (4x the threshold 2/lr = 5): GD's oscillation grows
+    # by |lr e^x - 1| <= 7 per step, pushes x down and settles. The paper's linear rate would grow
+    # the rod by e^6 per step and make it non-finite at step 2; with the guard the default rod
+    # stays finite through the catapult and follows GD's centre afterwards.
+    p = rodflow.problems.get("eos-toy", x0="3.0,0.01")
+    r = rodflow.compare(p, lr=0.4, steps=300, sharpness_every=5, flows=("stable", "rod"), figure=False)
+    assert float(r.series["discrete"]["sharpness"][0]) > 4 * 5.0
+    assert np.all(np.isfinite(r.series["discrete"]["loss"]))
+    rod, stable = r.metrics["flows"]["rod"], r.metrics["flows"]["stable"]
+    assert rod.get("diverged_at") is None and np.all(np.isfinite(r.series["rod"]["rel_dist"][1:]))
+    assert rod["rel_dist_mean_eos"] < stable["rel_dist_mean_eos"]
+
+
 @pytest.mark.parametrize("kw", [dict(growth="exact"), dict(order=2, growth="linear")])
 def test_growth_options_are_checked(kw):
     with pytest.raises((ValueError, TypeError), match="growth"):
