@@ -100,7 +100,9 @@ def _commit() -> str | None:
                              cwd=Path(__file__).parent, timeout=10)
     except OSError:
         return None
-    dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "rodflow"], cwd=Path(__file__).parent,
+    # `:/rodflow`: the package at the repository's root (a bare `rodflow` is taken relative to
+    # the cwd, benchmarks/, where it matches nothing and always reads clean)
+    dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", ":/rodflow"], cwd=Path(__file__).parent,
                            timeout=10).returncode
     return (out.stdout.strip() + ("+uncommitted rodflow changes" if dirty else "")) or None
 

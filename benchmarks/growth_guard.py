@@ -6,9 +6,10 @@
 `RodFlow`'s default growth, `linear_growth`, is the paper's rate `-2 - q` up to `GROWTH_GUARD`
 per step and guarded above it (see its docstring). This script runs every Rod Flow with that
 growth (default, `floor="rounding"`, Tsit5, Heun at `dt 1`, the Taylor variant, no floor, the
-rods of the optimisers with state, a sweep) on the configurations of the committed results,
-with the guard disabled, and prints one JSON line per configuration with the largest
-`-2 - q` seen at any right-hand side (a `jax.debug.callback`, so slower than a plain run):
+rods of the optimisers with state, a sweep) on the configurations of the committed CPU results
+(all but `scale.json`'s two-step `cnn-cifar10` runs), with the guard disabled, and prints one
+JSON line per configuration with the largest `-2 - q` seen at any right-hand side (a
+`jax.debug.callback`, so slower than a plain run):
 where it stays at or below `GROWTH_GUARD` the guard changes nothing. The configurations
 (`benchmarks/growth_guard_configs/`): `f32.json` the float32 networks and toys of
 `eos_tracking`, `noise_floor`, `flows_cost_accuracy`, `cost`, `central_settings` and the

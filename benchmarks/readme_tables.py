@@ -281,7 +281,8 @@ def growth_guard() -> str:
     from rodflow.flows._rod import GROWTH_GUARD
 
     def where(c):
-        out = ", ".join(f"{k} {c[k]}" for k in ("seed", "steps", "lr") if c.get(k) is not None)
+        keys = ("seed", "steps", "lr", "start", "every")
+        out = ", ".join(f"{k} {c[k]}" for k in keys if c.get(k) is not None)
         if c.get("opt"):
             opt = c["opt"] + "".join(f"@{k}={v}" for k, v in c.get("opt_kw", {}).items())
             out = f"{opt}{' (warm)' if c.get('warm') else ''}, {out}"

@@ -69,7 +69,8 @@ class Settings:
       catapult (docs, benchmarks: "Cost of a step"). Its first measurement (of each run and flow) starts from
       the top eigenvectors converged by the default eigensolver at the start. `M = 1` (one
       Rayleigh quotient and one power step per measurement) is the cheapest: 1.9-2.1x a GD step
-      on `mlp-digits`, off by a median 0.2-0.4% and at most 5% from the EoS onset, but useless
+      on `mlp-digits`, off by a median 0.2-0.4% and at most 5.4% from the EoS onset (like power
+      iteration it follows the eigenvalue of largest magnitude), but useless
       on a run whose top eigenvector turns within `sharpness_every` steps (`cnn-digits`: up to 100%).
     - `chunk`: steps per compiled chunk; after each chunk results go to the host (and to
       `out/checkpoint.npz` when `out` is given).

@@ -125,8 +125,9 @@ def top_eigenpairs(
       the Rayleigh-Ritz values of `U0` alone and the vectors returned are not their Ritz vectors
       but the next power-iteration block, orthonormalised `H U0`: over a run the measurements
       then carry on one block power iteration, one step per measurement, and each value lags
-      the vectors by that step. Meant for `m` of 1 to 8; the error this leaves
-      along a GD run is measured in `benchmarks/sharpness_estimators.py`. The runs
+      the vectors by that step; like `"power"` it converges to the eigenvalues of largest
+      *magnitude* (`m >= 2` refines towards the algebraically largest). Meant for `m` of 1 to
+      8; the error this leaves along a GD run is measured in `benchmarks/sharpness_estimators.py`. The runs
       ([`rodflow.compare`][], [`rodflow.sweep`][]) start it from a block converged by `"auto"`
       at the start (a random `U0` leaves the first measurements far off).
     - `"dense"`: the full Hessian and `jnp.linalg.eigh`; exact, for small problems (toys).

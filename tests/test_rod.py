@@ -307,12 +307,25 @@ def test_linear_growth_is_the_papers_rate_up_to_its_guard():
     assert float(jnp.max(jnp.abs(jnp.diff(jax.vmap(lambda x: linear_growth(-x, zero))(xs))))) <= 1.0001e-3
 
 
-def test_default_rod_survives_a_catapult_from_initialisation():
+@pytest.mark.parametrize("guarded", [True, False])
+def test_default_rod_survives_a_catapult_from_initialisation(guarded, monkeypatch):
     # eos-toy started at sharpness e^3 = 20 (4x the threshold 2/lr = 5): GD's oscillation grows
-    # by |lr e^x - 1| <= 7 per step, pushes x down and settles. The paper's linear rate would grow
-    # the rod by e^6 per step and make it non-finite at step 2; with the guard the default rod
-    # stays finite through the catapult and follows GD's centre afterwards.
+    # by |lr e^x - 1| <= 7 per step, pushes x down and settles. The paper's linear rate (the
+    # guard off) grows the rod by e^6 per step and makes it non-finite within 3 steps; with the guard
+    # the default rod stays finite through the catapult and follows GD's centre afterwards.
+    from rodflow.flows import _rod
+
     p = rodflow.problems.get("eos-toy", x0="3.0,0.01")
+    if not guarded:
+        monkeypatch.setattr(_rod, "GROWTH_GUARD", float("inf"))
+        jax.clear_caches()  # the compiled rod read the guard when it was traced
+        try:
+            r = rodflow.compare(p, lr=0.4, steps=300, sharpness_every=5, flows=("rod",), figure=False)
+        finally:
+            jax.clear_caches()
+        assert np.all(np.isfinite(r.series["discrete"]["loss"]))
+        assert r.metrics["flows"]["rod"]["diverged_at"] <= 3  # step 3 in float64 (the tests), 2 in float32
+        return
     r = rodflow.compare(p, lr=0.4, steps=300, sharpness_every=5, flows=("stable", "rod"), figure=False)
     assert float(r.series["discrete"]["sharpness"][0]) > 4 * 5.0
     assert np.all(np.isfinite(r.series["discrete"]["loss"]))

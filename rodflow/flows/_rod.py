@@ -149,8 +149,8 @@ class RodFlow(AbstractRodFlow):
     floor: Literal["eps", "rounding"] = floor_field()
     growth: Literal["linear", "map"] | None = eqx.field(
         static=True, default=None,
-        metadata={"help": "rod growth: 'linear' (-2 - q, the paper's; default for order 1) or 'map' "
-                          "(min(log|v + M|, -2 - q); order 2 uses it)"})
+        metadata={"help": "rod growth: 'linear' (-2 - q, the paper's, guarded above 3 per step; default "
+                          "for order 1) or 'map' (min(log|v + M|, -2 - q); order 2 uses it)"})
 
     def __post_init__(self):
         # the solver by order when none is given: Euler dt 0.5 (the paper's flow); Tsit5 at
@@ -284,15 +284,17 @@ def linear_growth(q, m_perp):
     threshold and overstates it above: at `eta kappa = 8` (four times the threshold, a catapult
     from initialisation) the rod would grow by `e^6 = 403` per step where GD's oscillation grows
     by 7, and leave the region GD stays in within two steps (on `eos-toy` started at sharpness
-    20, lr 0.4, the rod became non-finite at step 2 while GD settled; `tests/test_rod.py`). The
-    guard keeps the paper's rate, bit for bit, up to 3 per step (`eta kappa <= 5` for GD, 2.5
-    times the threshold), holds it at 3 while the map's own growth is below 3 (up to
-    `eta kappa = 1 + e^3 = 21`) and follows the map's growth above: continuous and never above
-    the paper's rate. It is a safety net for catapults from initialisation, not a change of the
-    model: its level lies above the largest rate that the committed gradient-descent runs reach
-    (2.49, `cnn-digits`; `benchmarks/growth_guard.py`), which it leaves bit for bit. The rods
-    on the joint state of heavy ball and of Adam with `beta1 = 0.5` started at rest reach 4-11
-    in their opening transient; those results were regenerated with it."""
+    20, lr 0.4, the rod became non-finite at step 2 (float32; 3 in float64) while GD settled;
+    `tests/test_rod.py`). The guard keeps the paper's rate, bit for bit, up to 3 per step
+    (`eta kappa <= 5` for GD, 2.5 times the threshold), holds it at 3 while the map's own
+    growth is below 3 (up to `eta kappa = 1 + e^3 = 21`) and follows the map's growth above:
+    continuous and never above the paper's rate. It is a safety net for catapults from
+    initialisation, not a change of the model: its level lies above the largest rate that the
+    committed gradient-descent runs on the CPU reach (2.49, `cnn-digits`;
+    `benchmarks/growth_guard.py`), which it leaves bit for bit (the GPU's `cnn-digits` float64
+    row predates it: its CPU twin reaches 3.48). The rods on the joint state of heavy ball and
+    of Adam with `beta1 = 0.5` on `mlp-digits` reach 4-11.5, warm-started too; those results
+    were regenerated with it."""
     return jnp.minimum(-2.0 - q, jnp.maximum(GROWTH_GUARD, _log_growth(q, m_perp)))
 
 
