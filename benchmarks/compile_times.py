@@ -28,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from _record import load_results, save_entry
+from _record import load_results, rodflow_revision, save_entry
 
 FLOWS = ("discrete", "stable", "rod", "central")
 
@@ -62,10 +62,7 @@ def main(argv=None):
     import rodflow
 
     src = Path(rodflow.__file__).parent
-    commit = subprocess.run(["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()
-    dirty = bool(subprocess.run(["git", "-C", str(src), "status", "--porcelain", "--", "."],
-                                capture_output=True, text=True).stdout.strip())
+    commit, dirty = rodflow_revision()
     entry = {"command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
              "rodflow_commit": commit, "rodflow_modified": dirty, "rodflow_path": str(src),
              "problem": args.problem, "steps": args.steps, "flows": list(FLOWS), "dtypes": {}}

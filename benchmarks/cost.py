@@ -49,7 +49,7 @@ import time
 from pathlib import Path
 
 import jax
-from _record import save_entry
+from _record import rodflow_revision, save_entry
 
 
 def _best_ms(fn, x, steps, repeats=3):
@@ -93,18 +93,8 @@ def _control_flow(problem, lr, rod=True, **eig):
 
 
 def _commit() -> str | None:
-    import subprocess
-
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).parent, timeout=10)
-    except OSError:
-        return None
-    # `:/rodflow`: the package at the repository's root (a bare `rodflow` is taken relative to
-    # the cwd, benchmarks/, where it matches nothing and always reads clean)
-    dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", ":/rodflow"], cwd=Path(__file__).parent,
-                           timeout=10).returncode
-    return (out.stdout.strip() + ("+uncommitted rodflow changes" if dirty else "")) or None
+    commit, dirty = rodflow_revision(short=True)
+    return None if commit is None else commit + ("+uncommitted rodflow changes" if dirty else "")
 
 
 def _eig_alt(rodflow, problem, lr, args, gd_ms, load, default=None, hlo=True):

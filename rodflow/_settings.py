@@ -66,12 +66,13 @@ class Settings:
       `M top_k` Hessian-vector products per measurement and has no convergence loop: on
       `mlp-digits` the discrete run then costs 2.2-2.9x a GD step at `M = 3` or 4 instead of
       7-11x, off by a median 1.5e-4 / 3e-5 and at most 3% at EoS, but more right after a
-      catapult (docs, benchmarks: "Cost of a step"). Its first measurement (of each run and flow) starts from
-      the top eigenvectors converged by the default eigensolver at the start. `M = 1` (one
-      Rayleigh quotient and one power step per measurement) is the cheapest: 1.9-2.1x a GD step
-      on `mlp-digits`, off by a median 0.2-0.4% and at most 5.4% from the EoS onset (like power
-      iteration it follows the eigenvalue of largest magnitude), but useless
-      on a run whose top eigenvector turns within `sharpness_every` steps (`cnn-digits`: up to 100%).
+      catapult (docs, benchmarks: "Cost of a step"). Its first measurement (of each run and
+      flow) starts from the top eigenvectors converged by the default eigensolver at the start.
+      `M = 1` (one Rayleigh quotient and one power step per measurement) is the cheapest:
+      1.9-2.1x a GD step on `mlp-digits`, off by a median 0.2-0.4% and at most 5.4% from the EoS
+      onset (like power iteration it follows the eigenvalue of largest magnitude), but useless
+      on a run whose top eigenvector turns within `sharpness_every` steps (`cnn-digits`: up to
+      100%).
     - `chunk`: steps per compiled chunk; after each chunk results go to the host (and to
       `out/checkpoint.npz` when `out` is given).
     - `memory_mb`: device memory (MB) for a chunk's per-step buffers (GD's centre at every step

@@ -74,16 +74,13 @@ def _krylov(matvec, U0, blocks):
     k = U0.shape[1]
     V = jnp.linalg.qr(U0)[0]
     HV = matvec(V)
-    if blocks == 1:
-        T = V.T @ HV
-        w, S = jnp.linalg.eigh(0.5 * (T + T.T))
-        return w[::-1], jnp.linalg.qr(HV @ S[:, ::-1])[0]
     for _ in range(blocks - 1):
         new = jnp.linalg.qr(jnp.concatenate([V, HV[:, -k:]], axis=1))[0][:, -k:]
         V, HV = jnp.concatenate([V, new], axis=1), jnp.concatenate([HV, matvec(new)], axis=1)
     T = V.T @ HV
     w, S = jnp.linalg.eigh(0.5 * (T + T.T))
-    return w[::-1][:k], V @ S[:, ::-1][:, :k]
+    S = S[:, ::-1][:, :k]
+    return w[::-1][:k], (jnp.linalg.qr(HV @ S)[0] if blocks == 1 else V @ S)
 
 
 def top_eigenpairs(
@@ -127,9 +124,10 @@ def top_eigenpairs(
       then carry on one block power iteration, one step per measurement, and each value lags
       the vectors by that step; like `"power"` it converges to the eigenvalues of largest
       *magnitude* (`m >= 2` refines towards the algebraically largest). Meant for `m` of 1 to
-      8; the error this leaves along a GD run is measured in `benchmarks/sharpness_estimators.py`. The runs
-      ([`rodflow.compare`][], [`rodflow.sweep`][]) start it from a block converged by `"auto"`
-      at the start (a random `U0` leaves the first measurements far off).
+      8; the error this leaves along a GD run is measured in
+      `benchmarks/sharpness_estimators.py`. The runs ([`rodflow.compare`][], [`rodflow.sweep`][])
+      start it from a block converged by `"auto"` at the start (a random `U0` leaves the first
+      measurements far off).
     - `"dense"`: the full Hessian and `jnp.linalg.eigh`; exact, for small problems (toys).
     - `"auto"`: dense when `n <= 256` (or when `5k >= n`), LOBPCG otherwise.
     """
